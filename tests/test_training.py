@@ -1,0 +1,184 @@
+"""MultiTaskModel: losses and updates against independent computations, save/load, distribution and resume."""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from affect_zoo.tasks import Task
+from affect_zoo.training import MultiTaskModel, make_strategy
+
+SCRIPT = pathlib.Path(__file__).parent / "scripts" / "train_tiny.py"
+TASKS = [Task("emotion", "distribution", 7), Task("va", "regression", 2, target_range=(1, 9))]
+
+
+def tiny(balancer="fixed", tasks=TASKS):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(6, activation="tanh", name="shared_dense")(inputs)
+    model = MultiTaskModel(keras.Model(inputs, {t.name: t.head(h) for t in tasks}), tasks=tasks, balancer=balancer)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    return model
+
+
+def batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 5)).astype("float32"),
+            {"emotion": rng.dirichlet(np.ones(7), n).astype("float32"),
+             "va": rng.uniform(1, 9, (n, 2)).astype("float32")})
+
+
+def numpy_task_losses(model, x, y):
+    out = model.predict(x, verbose=0)
+    d, p = y["emotion"], np.clip(out["emotion"], 1e-7, 1)
+    kl = np.mean(np.sum(np.where(d > 0, d * np.log(np.maximum(d, 1e-7) / p), 0), axis=1))
+    mse = np.mean(((y["va"] - out["va"]) / 4.0) ** 2)  # half the range 1–9
+    return np.array([kl, mse])
+
+
+def test_evaluate_reports_each_task_loss_as_the_formula_gives_it():
+    model = tiny()
+    x, y = batch()
+    logs = model.evaluate(x, y, return_dict=True, verbose=0)
+    expected = numpy_task_losses(model, x, y)
+    assert logs["emotion_loss"] == pytest.approx(expected[0], rel=1e-4)
+    assert logs["va_loss"] == pytest.approx(expected[1], rel=1e-4)
+    assert logs["loss"] == pytest.approx(expected.sum(), rel=1e-4)
+    assert {"emotion_kl", "emotion_cosine", "emotion_top1", "va_mae", "weight_va"} <= set(logs)
+
+
+def test_train_step_applies_the_gradient_of_the_balanced_loss():
+    model = tiny(balancer=keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(__import__("affect_zoo").balancing.FixedWeights([0.3, 2.0]))))
+    x, y = batch()
+    before = [v.numpy() for v in model.network.trainable_variables]
+    with tf.GradientTape() as tape:
+        out = model.network(x, training=True)
+        d = tf.constant(y["emotion"])
+        kl = tf.reduce_mean(tf.reduce_sum(d * tf.math.log(d / tf.clip_by_value(out["emotion"], 1e-7, 1)), 1))
+        mse = tf.reduce_mean(((y["va"] - out["va"]) / 4.0) ** 2)
+        loss = 0.3 * kl + 2.0 * mse
+    grads = tape.gradient(loss, model.network.trainable_variables)
+    model.train_on_batch(x, y)
+    for b, g, v in zip(before, grads, model.network.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), b - 0.5 * g.numpy(), atol=1e-5)
+
+
+def test_missing_task_in_targets_contributes_no_loss():
+    model = tiny()
+    x, y = batch()
+    logs = model.evaluate(x, {"va": y["va"]}, return_dict=True, verbose=0)
+    assert logs["loss"] == pytest.approx(numpy_task_losses(model, x, y)[1], rel=1e-4)
+
+
+def test_fit_predict_save_load_round_trip(tmp_path):
+    model = tiny(balancer="uncertainty")
+    x, y = batch(32)
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for name, value in model.predict(x, verbose=0).items():
+        np.testing.assert_allclose(loaded.predict(x, verbose=0)[name], value, atol=1e-6)
+    np.testing.assert_allclose(loaded.balancer.log_variance.numpy(), model.balancer.log_variance.numpy())
+    assert [t.name for t in loaded.tasks] == ["emotion", "va"]
+
+
+def test_gradnorm_and_dwa_train(tmp_path):
+    for balancer in ("gradnorm", "dwa"):
+        model = tiny(balancer=balancer)
+        x, y = batch(32)
+        history = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+        weights = np.array([history.history["weight_emotion"][-1], history.history["weight_va"][-1]])
+        assert np.isfinite(history.history["loss"]).all()
+        assert weights.sum() == pytest.approx(2.0, rel=1e-4)
+        assert not np.allclose(weights, 1.0)
+
+
+def test_bad_targets_and_networks_give_one_line_errors():
+    model = tiny()
+    x, y = batch()
+    with pytest.raises(ValueError, match=r"targets\['va'\] has shape \(6, 3\)"):
+        model.train_on_batch(x, {**y, "va": np.ones((6, 3), "float32")})
+    with pytest.raises(ValueError, match="no task of this model"):
+        model.train_on_batch(x, {**y, "valence": y["va"]})
+    inputs = keras.Input((5,))
+    with pytest.raises(ValueError, match=r"no output for task\(s\) \['va'\]"):
+        MultiTaskModel(keras.Model(inputs, {"emotion": keras.layers.Dense(7)(inputs)}), tasks=TASKS)
+    with pytest.raises(ValueError, match="unknown kind 'ordinal'"):
+        Task("x", "ordinal", 3)
+    with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+        make_strategy("tpu")
+
+
+def run_script(*args, env=None, check=True, timeout=600):
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpus_matches_single_device(tmp_path):
+    out = tmp_path / "w.npz"
+    run_script("mirrored-compare", out, "--epochs", 1)
+    weights = np.load(out)
+    names = sorted(k[len("single/"):] for k in weights.files if k.startswith("single/"))
+    assert names and all("mirrored/" + n in weights.files for n in names)
+    for n in names:
+        np.testing.assert_allclose(weights["mirrored/" + n], weights["single/" + n], atol=1e-5, err_msg=n)
+    assert any(not np.allclose(weights["single/" + n], 0) for n in names)
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_worker_multiworker_fit_on_loopback_agrees(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for i in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen([sys.executable, str(SCRIPT), "worker", str(tmp_path / f"w{i}.npz")],
+                                      env={**os.environ, "TF_CONFIG": config}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, err in zip(procs, errors):
+        assert p.returncode == 0, err[-3000:]
+    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert a.files == b.files
+    for k in a.files:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_last_finished_epoch(tmp_path):
+    out, run_dir = tmp_path / "w.npz", tmp_path / "run"
+    killed = run_script("single", out, "--epochs", 4, "--run-dir", run_dir, "--kill-at", 2, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not out.exists()
+    run_script("single", out, "--epochs", 4, "--run-dir", run_dir)
+    epochs = [int(e) for e in (tmp_path / "w.npz.epochs").read_text().split()]
+    assert epochs == [0, 1, 2, 2, 3]  # killed during epoch 2, restarted at epoch 2, not 0
+    assert sorted(os.listdir(run_dir / "checkpoints"))[-1] == "epoch_004.weights.h5"
+    assert any(f.startswith("events") for _, _, fs in os.walk(run_dir / "logs") for f in fs)
