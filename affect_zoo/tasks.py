@@ -165,3 +165,63 @@ def as_tasks(tasks):
     if not out:
         raise ValueError("at least one task is needed")
     return out
+
+
+def named_outputs(tasks, predictions):
+    """Raw network outputs (dict task → array) → the named outputs users read, as NumPy.
+
+    classification / distribution ``T``: ``T`` (probabilities, N×K) and ``T_label`` (name of the most likely
+    class, or its index when the task has no labels); with a circle also ``T_polarity`` (+1 positive / −1
+    negative), ``T_angle`` (radians) and ``T_intensity`` (0–1) of the emotion vector. regression with labels:
+    one array per label (e.g. ``valence``, ``arousal``); without: ``T``. binary and multilabel: ``T``
+    (probabilities). ``describe_outputs`` gives the same names with their meaning for model cards.
+    """
+    import numpy as np
+
+    from affect_zoo.emotion import emotion_vector
+
+    out = {}
+    for task in tasks:
+        value = np.asarray(predictions[task.name], dtype=np.float32)
+        if task.kind in ("classification", "distribution"):
+            out[task.name] = value
+            index = np.argmax(value, axis=-1)
+            out[f"{task.name}_label"] = (np.asarray(task.labels, dtype=object)[index] if task.labels
+                                         else index)
+            if task.circle is not None:
+                polarity, angle, intensity = emotion_vector(value, get_circle(task.circle))
+                out.update({f"{task.name}_polarity": polarity, f"{task.name}_angle": angle,
+                            f"{task.name}_intensity": intensity})
+        elif task.kind == "regression" and task.labels:
+            for i, label in enumerate(task.labels):
+                out[label] = value[..., i]
+        elif task.kind in ("binary", "regression") and value.shape[-1:] == (1,):
+            out[task.name] = value[..., 0]
+        else:
+            out[task.name] = value
+    return out
+
+
+def describe_outputs(tasks):
+    """Output name → meaning, as ``named_outputs`` produces them (for model cards)."""
+    meaning = {}
+    for task in tasks:
+        if task.kind in ("classification", "distribution"):
+            names = ", ".join(task.labels) if task.labels else f"{task.size} classes"
+            meaning[task.name] = f"probability of each of: {names}"
+            meaning[f"{task.name}_label"] = "the most likely one"
+            if task.circle is not None:
+                meaning[f"{task.name}_polarity"] = "+1 positive / -1 negative half of the emotion circle"
+                meaning[f"{task.name}_angle"] = "angle of the emotion vector on the circle, radians in (-pi, pi]"
+                meaning[f"{task.name}_intensity"] = "length of the emotion vector, 0 (mixed) to 1 (one emotion)"
+        elif task.kind == "regression" and task.labels:
+            span = f" on {task.target_range[0]:g}-{task.target_range[1]:g}" if task.target_range else ""
+            meaning.update({label: f"predicted {label}{span}" for label in task.labels})
+        elif task.kind == "binary":
+            meaning[task.name] = "probability of the positive class"
+        elif task.kind == "multilabel":
+            names = ", ".join(task.labels) if task.labels else f"{task.size} labels"
+            meaning[task.name] = f"independent probability of each of: {names}"
+        else:
+            meaning[task.name] = f"predicted value ({task.size})"
+    return meaning

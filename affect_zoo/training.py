@@ -52,6 +52,17 @@ class MultiTaskModel(keras.Model):
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
 
+    def compile(self, *args, **kwargs):
+        """keras.Model.compile, then the optimizer is built at once.
+
+        Without a distribution strategy Keras builds it inside the first traced train step, where every slot
+        variable becomes a lazily initialised ``cond``: on a ResNet-sized model that adds a minute to the first
+        step. Building it here (under the strategy scope the model was made in) avoids that.
+        """
+        super().compile(*args, **kwargs)
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [self.loss_tracker, *self.task_loss_trackers, *(m for ms in self.task_metrics for m in ms)]
@@ -104,15 +115,21 @@ class MultiTaskModel(keras.Model):
             for metric in self.task_metrics[i]:
                 metric.update_state(y[task.name], predictions[task.name], sample_weight=weight)
 
-    def _logs(self, training):
+    def _site_stats(self):
+        """Statistics of the layers that report them (AFI sites), read now: GradNorm's extra backward passes
+        would overwrite the values the main backward pass recorded."""
+        stats = {}
+        for layer in _walk_layers(self.network):
+            if hasattr(layer, "training_stats"):
+                stats.update({f"{layer.name}_{k}": tf.identity(v) for k, v in layer.training_stats().items()})
+        return stats
+
+    def _logs(self, site_stats=None):
         logs = {m.name: m.result() for m in self.metrics}
         weights = self.balancer.task_weights()
         for i, task in enumerate(self.tasks):
             logs[f"weight_{task.name}"] = weights[i]
-        if training:
-            for layer in _walk_layers(self.network):
-                if hasattr(layer, "training_stats"):
-                    logs.update({f"{layer.name}_{k}": v for k, v in layer.training_stats().items()})
+        logs.update(site_stats or {})
         if _in_multi_worker_mode():
             # Keras 3.15 reduces logs across workers with reduce(MEAN, axis=0), which needs a batch axis.
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
@@ -132,6 +149,7 @@ class MultiTaskModel(keras.Model):
             objective = total / replicas
         variables = self.trainable_variables
         gradients = tape.gradient(objective, variables)
+        site_stats = self._site_stats()
         if needs_norms:
             shared = self.shared_variables()
             norms = tf.stack([tf.linalg.global_norm(tape.gradient(loss, shared)) for loss in per_task])
@@ -145,7 +163,7 @@ class MultiTaskModel(keras.Model):
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         self.balancer.after_update()
         self._update_metrics(y, predictions, sample_weight, task_losses, total)
-        return self._logs(training=True)
+        return self._logs(site_stats)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -153,7 +171,7 @@ class MultiTaskModel(keras.Model):
         task_losses = tf.stack(self._task_losses(y, predictions, sample_weight))
         total = self.balancer.combine(task_losses)
         self._update_metrics(y, predictions, sample_weight, task_losses, total)
-        return self._logs(training=False)
+        return self._logs()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras 3.15 builds from a batch it gets with one ``strategy.reduce`` over the whole (x, y) nest, which

@@ -202,7 +202,37 @@ def test_inference_graph_has_no_custom_gradient_op(rng):
     training_ops = custom_gradient_ops(layer, training=True)
     assert any(op_type == "IdentityN" and marker.startswith(b"CustomGradient") for op_type, marker in training_ops)
     assert custom_gradient_ops(layer, training=False) == []
-    assert custom_gradient_ops(make_layer(rng, recalibrate=False), training=True) == []
+    assert custom_gradient_ops(make_layer(rng, recalibrate=False), training=False) == []
+
+
+def test_training_stats_record_the_norm_ratio_and_mean_self_weight(rng):
+    for recalibrate in (False, True):
+        layer = make_layer(rng, recalibrate=recalibrate)
+        x_a, x_e = (tf.constant(rng.normal(size=(2, 3, 3, 8)), tf.float32) for _ in range(2))
+        cot_a, cot_e = (tf.constant(rng.normal(size=(2, 3, 3, 8)), tf.float32) for _ in range(2))
+        with tf.GradientTape() as tape:
+            tape.watch([x_a, x_e])
+            out_a, out_e = layer([x_a, x_e], training=True)
+            loss = tf.reduce_sum(out_a * cot_a) + tf.reduce_sum(out_e * 0.01 * cot_e)
+        grad_a, grad_e = tape.gradient(loss, [x_a, x_e])
+        off = make_layer(rng, recalibrate=False)
+        off.set_weights(layer.get_weights())
+        with tf.GradientTape() as tape:
+            tape.watch([x_a, x_e])
+            out_a, out_e = off([x_a, x_e])
+            loss = tf.reduce_sum(out_a * cot_a) + tf.reduce_sum(out_e * 0.01 * cot_e)
+        plain_a, plain_e = (g.numpy() for g in tape.gradient(loss, [x_a, x_e]))
+        g_sc_a, g_sc_e = cot_a.numpy(), 0.01 * cot_e.numpy()
+        expected = [np.linalg.norm(plain_a - g_sc_a) / np.linalg.norm(g_sc_a),
+                    np.linalg.norm(plain_e - g_sc_e) / np.linalg.norm(g_sc_e)]
+        stats = {k: float(v) for k, v in layer.training_stats().items()}
+        np.testing.assert_allclose([stats["grad_ratio_a"], stats["grad_ratio_e"]], expected, rtol=1e-4)
+        w_a, w_e = layer.interaction_weights([x_a, x_e])
+        np.testing.assert_allclose([stats["w_self_a"], stats["w_self_e"]],
+                                   [np.mean(w_a.numpy()), np.mean(w_e.numpy())], rtol=1e-5)
+        if not recalibrate:
+            np.testing.assert_allclose(grad_a.numpy(), plain_a, atol=1e-6)
+            np.testing.assert_allclose(grad_e.numpy(), plain_e, atol=1e-6)
 
 
 # --- serialization and bad input -------------------------------------------------------------------------

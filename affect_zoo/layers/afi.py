@@ -28,16 +28,27 @@ def recalibrate_gradient(g_afi, g_sc, temperature):
     return g_sc + tf.cast(scale, g_afi.dtype) * g_afi
 
 
-@tf.custom_gradient
-def _recalibrating_fork(x_a, x_e, temperature):
-    """Identity to (shortcut_a, shortcut_e, module_a, module_e); the backward pass recalibrates each input's
-    module gradient against its shortcut gradient. The temperature only parameterises the backward pass."""
+def _forking(recalibrate, temperature, grad_ratio):
+    """Identity (x_a, x_e) → (shortcut_a, shortcut_e, module_a, module_e) whose backward pass records
+    ‖g_AFI‖/‖g_SC‖ of each input in ``grad_ratio`` and, if ``recalibrate``, applies eq. 8 to it (else returns
+    g_SC + g_AFI unchanged). The temperature only parameterises the backward pass."""
 
-    def grad(g_sc_a, g_sc_e, g_afi_a, g_afi_e):
-        return (recalibrate_gradient(g_afi_a, g_sc_a, temperature),
-                recalibrate_gradient(g_afi_e, g_sc_e, temperature), None)
+    @tf.custom_gradient
+    def fork(x_a, x_e):
+        def grad(g_sc_a, g_sc_e, g_afi_a, g_afi_e):
+            grad_ratio.assign(tf.stack([_norm_ratio(g_afi_a, g_sc_a), _norm_ratio(g_afi_e, g_sc_e)]))
+            if not recalibrate:
+                return g_sc_a + g_afi_a, g_sc_e + g_afi_e
+            return (recalibrate_gradient(g_afi_a, g_sc_a, temperature),
+                    recalibrate_gradient(g_afi_e, g_sc_e, temperature))
 
-    return (x_a, x_e, x_a, x_e), grad
+        return (x_a, x_e, x_a, x_e), grad
+
+    return fork
+
+
+def _norm_ratio(g_afi, g_sc):
+    return tf.norm(tf.cast(g_afi, tf.float32)) / tf.maximum(tf.norm(tf.cast(g_sc, tf.float32)), NORM_EPSILON)
 
 
 @keras.saving.register_keras_serializable(package="affect_zoo")
@@ -72,8 +83,10 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
         is an identity "fork" with a custom gradient that gives the shortcut and the module separate copies of
         each input; see ``recalibrate_gradient`` for the zero-norm handling. Norms are over the whole
         per-replica batch tensor (under a distribution strategy each replica recalibrates its own gradients).
-        The fork is applied only when ``training=True`` (``fit`` and train steps pass it); otherwise the layer
-        holds no custom-gradient op, so an exported inference graph is plain. The forward values are the same
+        The fork is applied only when ``training=True`` (``fit`` and train steps pass it), with or without
+        recalibration, because it also records ‖g_AFI‖/‖g_SC‖ for logging (``training_stats``; two norms per
+        branch per backward pass); with ``training=False`` the layer holds no custom-gradient op, so an exported
+        inference graph is plain. The forward values are the same
         with recalibration on or off.
       - The temperature T is the non-trainable variable ``temperature`` (initial value ``temperature``). It
         appears only in the backward pass, so the task loss gives it no gradient: it stays fixed unless a user
@@ -112,6 +125,12 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
             self._branches.append((pooling, kernel, bias, heads))
         self.temperature = self.add_weight(name="temperature", shape=(), trainable=False, autocast=False,
                                            initializer=keras.initializers.Constant(self.initial_temperature))
+        # Training statistics for logging: replica-local (on-read) so that writing them from the backward pass
+        # needs no cross-replica sync; reading them outside a replica averages over replicas.
+        self.grad_ratio = keras.Variable(tf.zeros([2]), trainable=False, name="grad_ratio",
+                                         synchronization="on_read", aggregation="mean")
+        self.w_self_mean = keras.Variable(tf.zeros([2]), trainable=False, name="w_self_mean",
+                                          synchronization="on_read", aggregation="mean")
 
     def _self_weights(self, x_a, x_e):
         """w_self of each direction, (batch, channels): eqs 3–5, averaged over the poolings.
@@ -132,13 +151,23 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x_a, x_e = split_pair(self, inputs, min_rank=3)
-        if self.recalibrate and training:
-            shortcut_a, shortcut_e, x_a, x_e = _recalibrating_fork(x_a, x_e, ops.convert_to_tensor(self.temperature))
+        if training:
+            fork = _forking(self.recalibrate, ops.convert_to_tensor(self.temperature), self.grad_ratio)
+            shortcut_a, shortcut_e, x_a, x_e = fork(x_a, x_e)
         else:
             shortcut_a, shortcut_e = x_a, x_e
         spatial = tuple(range(1, len(x_a.shape) - 1))
-        w_a, w_e = (ops.expand_dims(w, spatial) for w in self._self_weights(x_a, x_e))
+        w_self = self._self_weights(x_a, x_e)
+        if training:
+            self.w_self_mean.assign(tf.stack([tf.reduce_mean(tf.cast(w, tf.float32)) for w in w_self]))
+        w_a, w_e = (ops.expand_dims(w, spatial) for w in w_self)
         return [x_e + w_a * (x_a - x_e) + shortcut_a, x_a + w_e * (x_e - x_a) + shortcut_e]
+
+    def training_stats(self):
+        """What the trainer logs for this site: ‖g_AFI‖/‖g_SC‖ of each branch at the last backward pass through
+        the layer (before recalibration) and the batch-mean w_self of each direction at the last training call."""
+        return {"grad_ratio_a": self.grad_ratio[0], "grad_ratio_e": self.grad_ratio[1],
+                "w_self_a": self.w_self_mean[0], "w_self_e": self.w_self_mean[1]}
 
     def interaction_weights(self, inputs):
         """(w_self of x̂_A, w_self of x̂_E), each (batch, channels), for logging; equal when directions are shared.

@@ -1,0 +1,180 @@
+"""``affect-zoo``: list, inspect, run, train and evaluate zoo entries from the shell.
+
+Every command that scripts may read has ``--json``; long work shows a progress bar on stderr. Errors print one
+line (``affect-zoo: error: …``) and exit with status 2 (bad input) or 1 (anything else).
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _print_json(value):
+    print(json.dumps(value, indent=2, default=_jsonable))
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def cmd_list(args):
+    from affect_zoo import zoo
+
+    pretrained = {"yes": True, "no": False}.get(args.pretrained)
+    names = zoo.list_models(args.pattern, pretrained=pretrained)
+    if args.json:
+        _print_json([{"name": n, "pretrained": zoo.model_card(n).pretrained} for n in names])
+        return
+    for name in names:
+        card = zoo.model_card(name)
+        print(f"{name:36s} {'weights' if card.pretrained else '-':8s} {card.dataset}")
+
+
+def cmd_info(args):
+    from affect_zoo import zoo
+
+    card = zoo.model_card(args.name).to_dict()
+    if args.json:
+        _print_json(card)
+        return
+    for key, value in card.items():
+        if value in (None, "", {}, []):
+            continue
+        text = json.dumps(value, default=_jsonable) if isinstance(value, (dict, list, tuple)) else str(value)
+        print(f"{key:12s} {text.strip()}")
+
+
+def cmd_predict(args):
+    import keras
+    import numpy as np
+
+    from affect_zoo import zoo
+
+    model = zoo.load(args.name, weights=args.weights or "default")
+    results, bar = [], keras.utils.Progbar(len(args.images), verbose=0 if args.json or len(args.images) < 8 else 1)
+    for start in range(0, len(args.images), args.batch_size):
+        chunk = args.images[start:start + args.batch_size]
+        out = zoo.predict(model, chunk)
+        for i, path in enumerate(chunk):
+            if out["errors"][i] is not None:
+                results.append({"image": path, "error": out["errors"][i]})
+                continue
+            row = {"image": path}
+            for key, value in out.items():
+                if key != "errors":
+                    row[key] = value[i]
+            results.append(row)
+        bar.add(len(chunk))
+    if args.json:
+        _print_json(results)
+        return
+    for row in results:
+        if "error" in row:
+            print(f"{row['image']}: ERROR {row['error']}")
+            continue
+        parts = []
+        for key, value in row.items():
+            if key == "image" or np.ndim(value) > 0:
+                continue
+            parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
+        print(f"{row['image']}: {' '.join(parts)}")
+    if any("error" in row for row in results):
+        sys.exit(1)
+
+
+def cmd_train(args):
+    from affect_zoo import experiments
+
+    card = experiments.train(args.recipe, run_dir=args.run_dir, data_dir=args.data_dir, epochs=args.epochs,
+                             resume=args.resume, verbose=0 if args.json else 1,
+                             **({"output_dir": args.output_dir} if args.output_dir else {}))
+    if args.json:
+        _print_json(card)
+    else:
+        print(f"wrote saved_models/{card['name']}: {card['weights']['file']} ({card['weights']['sha256'][:12]}…)")
+        _print_metrics(card["metrics"], card["baselines"])
+
+
+def cmd_evaluate(args):
+    from affect_zoo import experiments
+
+    measured = experiments.evaluate(args.name, split=args.split, data_dir=args.data_dir)
+    if args.json:
+        _print_json({"name": args.name, "split": args.split, "metrics": measured})
+    else:
+        _print_metrics({args.split: measured}, {})
+
+
+def _print_metrics(measured, baselines):
+    for split, per_task in measured.items():
+        for task, values in per_task.items():
+            line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+            print(f"{split:10s} {task:16s} {line}")
+    for name, by_split in baselines.items():
+        for split, per_task in by_split.items():
+            for task, values in per_task.items():
+                line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+                print(f"{name + ':' + split:10s} {task:16s} {line}")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="affect-zoo", description="Image aesthetics and emotion model zoo.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("list", help="list entries")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'afi_*'")
+    s.add_argument("--pretrained", choices=["yes", "no"], help="only entries with (yes) / without (no) weights")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_list)
+    s = sub.add_parser("info", help="show an entry's model card")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_info)
+    s = sub.add_parser("predict", help="score images")
+    s.add_argument("name")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_predict)
+    s = sub.add_parser("train", help="train an entry from its recipe")
+    s.add_argument("recipe", help="recipes/<name>.yaml or an entry name")
+    s.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--data-dir", help="where the TFDS datasets are built")
+    s.add_argument("--run-dir", help="checkpoints, logs and resume state (default runs/<name>)")
+    s.add_argument("--output-dir", help="where to write <name>/ with weights and card (default saved_models/)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_train)
+    s = sub.add_parser("evaluate", help="measure an entry on a split of its dataset")
+    s.add_argument("name")
+    s.add_argument("--split", default="test")
+    s.add_argument("--data-dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_evaluate)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"affect-zoo: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as error:
+        print(f"affect-zoo: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

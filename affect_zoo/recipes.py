@@ -1,0 +1,138 @@
+"""Recipes: one YAML per zoo entry saying how it is built and trained. Data, validated on load.
+
+A recipe may start with ``extends: <other recipe name>``: it is then that recipe deep-merged with this one's keys
+(lists and scalars replace, mappings merge), so a baseline states only how it differs from its method.
+
+Schema (every key optional unless marked required; unknown keys and wrong types are errors naming the key)::
+
+    name: str (required)              description: str           reference: str
+    dataset: {name: str (required), config: str, data_dir: str, licence: str,
+              splits: {train: str, validation: str, test: str}, targets: {task: [feature, ...]}}
+    model: {family: str (required), architecture: str, backbone: str (required), input_size: [h, w],
+            weights: str, options: {...builder options...}}
+    tasks: [{name, kind, size, branch, loss, labels, circle, mu, target_range}, ...] (required)
+    training: {optimizer: {name, learning_rate, momentum, weight_decay}, schedule: {name, warmup_epochs,
+               decay_epochs, decay_rate}, epochs: int, batch_size: int, balancer: {name, ...options},
+               strategy: str, seed: int, augment: {crop: bool, flip: bool, randaugment: bool},
+               phases: [{name, epochs, trainable: [...], learning_rate}]}
+    init: str                          (another entry's name or a weights path: fine-tuning starts from it)
+    export: {version: int}
+"""
+import copy
+import pathlib
+
+import yaml
+
+RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "recipes"
+
+ANY = object()
+SCHEMA = {
+    "name": str, "description": str, "reference": str, "extends": str, "init": str,
+    "dataset": {"name": str, "config": str, "data_dir": str, "licence": str,
+                "splits": {"train": str, "validation": str, "test": str}, "targets": ANY},
+    "model": {"family": str, "architecture": str, "backbone": str, "input_size": list, "weights": str,
+              "options": ANY},
+    "tasks": list,
+    "training": {"optimizer": {"name": str, "learning_rate": float, "momentum": float, "weight_decay": float},
+                 "schedule": {"name": str, "warmup_epochs": int, "decay_epochs": int, "decay_rate": float},
+                 "epochs": int, "batch_size": int, "balancer": ANY, "strategy": str, "seed": int,
+                 "augment": {"crop": bool, "flip": bool, "randaugment": bool}, "phases": list},
+    "export": {"version": int},
+}
+REQUIRED = [("name",), ("dataset", "name"), ("model", "family"), ("model", "backbone"), ("tasks",)]
+TRAINING_DEFAULTS = {"optimizer": {"name": "adam", "learning_rate": 1e-4}, "epochs": 10, "batch_size": 32,
+                     "balancer": {"name": "fixed"}, "strategy": "auto", "seed": 0,
+                     "augment": {"crop": True, "flip": True, "randaugment": False}}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and the key."""
+
+
+def recipe_path(name_or_path, recipes_dir=None):
+    """The YAML file of an entry name, or the path given."""
+    path = pathlib.Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    return pathlib.Path(recipes_dir or RECIPES_DIR) / f"{name_or_path}.yaml"
+
+
+def load_recipe(name_or_path, recipes_dir=None):
+    """Read, resolve ``extends`` and validate a recipe; returns a plain dict with training defaults filled in."""
+    path = recipe_path(name_or_path, recipes_dir)
+    raw = _read(path)
+    seen = [path.stem]
+    while "extends" in raw:
+        parent_name = raw.pop("extends")
+        if parent_name in seen:
+            raise RecipeError(f"{path}: 'extends' loops through {' -> '.join(seen + [parent_name])}")
+        seen.append(parent_name)
+        raw = _merge(_read(recipe_path(parent_name, recipes_dir or path.parent)), raw)
+    validate(raw, where=str(path))
+    recipe = copy.deepcopy(raw)
+    recipe["training"] = _merge(TRAINING_DEFAULTS, recipe.get("training", {}))
+    return recipe
+
+
+def _read(path):
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate(recipe, where="recipe"):
+    """Raise RecipeError naming the first unknown key, wrongly typed value or missing required key."""
+    _check(recipe, SCHEMA, where, ())
+    for keys in REQUIRED:
+        node = recipe
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise RecipeError(f"{where}: required key '{'.'.join(keys)}' is missing")
+            node = node[key]
+    for i, task in enumerate(recipe["tasks"]):
+        if not isinstance(task, dict) or "name" not in task or "kind" not in task:
+            raise RecipeError(f"{where}: tasks[{i}] must be a mapping with at least 'name' and 'kind'")
+    size = recipe["model"].get("input_size")
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise RecipeError(f"{where}: model.input_size must be [height, width] of positive ints, got {size}")
+
+
+def _check(node, schema, where, trail):
+    if not isinstance(node, dict):
+        raise RecipeError(f"{where}: '{'.'.join(trail)}' must be a mapping, got {type(node).__name__}")
+    for key, value in node.items():
+        path = ".".join(trail + (str(key),))
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise RecipeError(f"{where}: unknown key '{path}' (known here: {known})")
+        expected = schema[key]
+        if expected is ANY or value is None:
+            continue
+        if isinstance(expected, dict):
+            _check(value, expected, where, trail + (str(key),))
+        elif expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            continue
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise RecipeError(f"{where}: '{path}' must be {expected.__name__}, got {type(value).__name__} "
+                              f"{value!r}")
+
+
+def list_recipes(recipes_dir=None):
+    """Entry names of every recipe file (sorted)."""
+    return sorted(p.stem for p in pathlib.Path(recipes_dir or RECIPES_DIR).glob("*.yaml"))

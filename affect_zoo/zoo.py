@@ -1,0 +1,305 @@
+"""The zoo: a registry of entries, their model cards, verified weights, ``load`` and ``predict``.
+
+Entries are data: every ``recipes/<name>.yaml`` is an entry (timm's table, keras-hub's presets), and
+``saved_models/<name>/card.json`` (with the weights file and its sha256) is what training here produced. Code can
+add entries with the ``register_model`` decorator. An entry is listed whether or not weights exist; loading the
+default weights of one without them raises an error naming the recipe that trains it.
+
+Weights are always verified: a local file against the sha256 in its card, a hosted one (``url`` in the card) is
+downloaded into ``$AFFECT_ZOO_HOME`` (else ``$KERAS_HOME/affect_zoo``, else ``~/.keras/affect_zoo``) and kept only
+if its sha256 matches.
+"""
+import dataclasses
+import difflib
+import fnmatch
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.request
+
+import keras
+import numpy as np
+
+from affect_zoo import balancing, imageio, recipes
+from affect_zoo.data import resize_for_model
+from affect_zoo.models import build_network
+from affect_zoo.tasks import as_tasks, describe_outputs, named_outputs
+from affect_zoo.training import MultiTaskModel
+
+SAVED_MODELS_DIR = pathlib.Path(__file__).resolve().parent.parent / "saved_models"
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be used: missing, unverifiable, or for another architecture."""
+
+
+@dataclasses.dataclass
+class ModelCard:
+    """What an entry is and how its weights came about. ``metrics`` holds figures measured on a held-out split
+    (``{split: {metric: value}}``) and ``baselines`` the same figures of the baselines measured the same way."""
+
+    name: str
+    description: str = ""
+    family: str = ""
+    architecture: str = ""
+    backbone: str = ""
+    input_size: tuple = ()
+    dataset: str = ""
+    split: dict = dataclasses.field(default_factory=dict)
+    licence: str = ""
+    reference: str = ""
+    tasks: list = dataclasses.field(default_factory=list)
+    outputs: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    baselines: dict = dataclasses.field(default_factory=dict)
+    weights: dict = None
+    recipe: str = ""
+    produced: dict = dataclasses.field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def pretrained(self):
+        return bool(self.weights)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"model card {data.get('name')!r} has unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class _Entry:
+    name: str
+    build: callable
+    card: callable
+
+
+_REGISTRY = {}
+
+
+def register_model(name=None, *, card=None):
+    """Decorator (timm style): register ``fn(weights=None) -> keras.Model`` as entry ``name`` (default: the
+    function's name). ``card`` is a ModelCard or dict; without one the entry gets a minimal card."""
+
+    def decorate(fn):
+        entry_name = name or fn.__name__
+        made = card if isinstance(card, ModelCard) else ModelCard(**(card or {"name": entry_name}))
+        _REGISTRY[entry_name] = _Entry(entry_name, fn, lambda: made)
+        return fn
+
+    return decorate
+
+
+def _recipe_entries():
+    """Every recipe is an entry (read lazily, so a broken recipe only fails its own entry)."""
+    for name in recipes.list_recipes():
+        if name not in _REGISTRY:
+            _REGISTRY[name] = _Entry(name, _recipe_builder(name), lambda name=name: _card_for_recipe(name))
+
+
+def _recipe_builder(name):
+    def build(backbone_weights=None):
+        return model_from_recipe(recipes.load_recipe(name), backbone_weights=backbone_weights)
+    return build
+
+
+def _entry(name):
+    _recipe_entries()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; did you mean: {', '.join(close)}?" if close else f"; see affect_zoo.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def list_models(pattern="*", pretrained=None):
+    """Entry names matching an fnmatch ``pattern``; ``pretrained=True`` keeps entries with weights, False
+    those without."""
+    _recipe_entries()
+    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    if pretrained is None:
+        return names
+    return [n for n in names if _REGISTRY[n].card().pretrained == bool(pretrained)]
+
+
+def model_card(name):
+    """The entry's ModelCard: the trained card from saved_models/ when there is one, else the recipe's."""
+    return _entry(name).card()
+
+
+def _card_for_recipe(name):
+    stored = SAVED_MODELS_DIR / name / "card.json"
+    if stored.is_file():
+        return ModelCard.from_dict(json.loads(stored.read_text()))
+    recipe = recipes.load_recipe(name)
+    return card_from_recipe(recipe)
+
+
+def card_from_recipe(recipe):
+    """A card with what a recipe says (no weights, no metrics): what an untrained entry shows."""
+    model, dataset = recipe["model"], recipe["dataset"]
+    tasks = as_tasks(recipe["tasks"])
+    return ModelCard(
+        name=recipe["name"], description=recipe.get("description", ""), family=model["family"],
+        architecture=model.get("architecture", ""), backbone=model["backbone"],
+        input_size=tuple(model.get("input_size", (224, 224))), dataset=dataset["name"],
+        split=dataset.get("splits", {}), licence=dataset.get("licence", ""),
+        reference=recipe.get("reference", ""), tasks=[t.get_config() for t in tasks],
+        outputs=describe_outputs(tasks), recipe=f"recipes/{recipe['name']}.yaml")
+
+
+def model_from_recipe(recipe, backbone_weights=None):
+    """The untrained MultiTaskModel a recipe describes (compiled by the trainer, not here)."""
+    model = recipe["model"]
+    tasks = as_tasks(recipe["tasks"])
+    options = dict(model.get("options") or {})
+    size = tuple(model.get("input_size", (224, 224)))
+    network = build_network(model["family"], backbone=model["backbone"], tasks=tasks, input_shape=(*size, 3),
+                            weights=backbone_weights, architecture=model.get("architecture"), **options)
+    balancer = dict(recipe.get("training", {}).get("balancer") or {"name": "fixed"})
+    return MultiTaskModel(network, tasks=tasks, balancer=balancing.get(balancer.pop("name"), **balancer),
+                          name=recipe["name"])
+
+
+def load(name, weights="default"):
+    """A ready keras.Model for entry ``name``.
+
+    weights: "default" (the entry's verified weights; an error naming the recipe if it has none), None (the
+    untrained architecture, backbone randomly initialised) or the path of a ``.weights.h5`` file.
+    """
+    entry = _entry(name)
+    if weights is None:
+        return entry.build()
+    if weights == "default":
+        card = entry.card()
+        if not card.pretrained:
+            raise WeightsError(
+                f"{name} has no published weights. Train them with `affect-zoo train recipes/{name}.yaml` "
+                f"(dataset: `tfds build tfds_builders/{card.dataset} --manual_dir=... --data_dir=...`), or use "
+                f"load({name!r}, weights=None) for the untrained architecture")
+        path = resolve_weights(name, card.weights)
+    else:
+        path = pathlib.Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+    model = entry.build()
+    try:
+        model.load_weights(str(path))
+    except Exception as error:
+        raise WeightsError(f"{path} does not fit {name} ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0][:200]})") from None
+    return model
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir():
+    """Where downloaded weights are kept: $AFFECT_ZOO_HOME, else $KERAS_HOME/affect_zoo, else ~/.keras/affect_zoo."""
+    if os.environ.get("AFFECT_ZOO_HOME"):
+        return pathlib.Path(os.environ["AFFECT_ZOO_HOME"])
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return pathlib.Path(keras_home) / "affect_zoo"
+
+
+def resolve_weights(name, weights):
+    """Path of verified weights for a card's ``weights`` entry: the local file in saved_models/ if present,
+    else the cached download, else a fresh download from ``url``."""
+    expected = weights.get("sha256")
+    if not expected:
+        raise WeightsError(f"{name}: the card's weights have no sha256; refusing to load unverified weights")
+    local = SAVED_MODELS_DIR / name / weights["file"]
+    if local.is_file():
+        if sha256(local) != expected:
+            raise WeightsError(f"{local}: sha256 does not match the card ({expected}); the file is corrupt or "
+                               f"was replaced")
+        return local
+    cached = cache_dir() / name / weights["file"]
+    if cached.is_file() and sha256(cached) == expected:
+        return cached
+    if not weights.get("url"):
+        raise WeightsError(f"{name}: weights file {local} is missing and the card names no url to fetch it from")
+    return download(weights["url"], cached, expected)
+
+
+def download(url, target, expected_sha256, timeout=60):
+    """Fetch ``url`` (http(s) or file) to ``target``, keeping it only if its sha256 is ``expected_sha256``."""
+    target = pathlib.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out)
+        got = sha256(partial)
+        if got != expected_sha256:
+            raise WeightsError(f"download of {url} has sha256 {got}, expected {expected_sha256}: not kept")
+        os.replace(partial, target)
+        return target
+    except OSError as error:
+        raise WeightsError(f"could not download {url}: {error}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def predict(model_or_name, images, batch_size=32):
+    """Score images with a zoo model; returns the named outputs (see affect_zoo.tasks.named_outputs) as arrays
+    with one row per image, plus ``errors``: per image None or the reason it could not be read.
+
+    images: one or a list of paths, encoded bytes (JPEG, PNG, BMP, GIF, ...) or RGB arrays (H, W, 3) /
+    grayscale (H, W). An unreadable image does not sink the others: its rows are NaN (labels None) and its error
+    names it.
+    """
+    model = load(model_or_name) if isinstance(model_or_name, str) else model_or_name
+    if isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        images = [images]
+    images = list(images)
+    size = tuple(model.network.input_shape[1:3]) if hasattr(model, "network") else tuple(model.input_shape[1:3])
+    decoded, errors = [], []
+    for i, image in enumerate(images):
+        try:
+            decoded.append(np.asarray(resize_for_model(_as_rgb(image, i), size)))
+            errors.append(None)
+        except (ValueError, TypeError) as error:
+            decoded.append(None)
+            errors.append(str(error))
+    good = [i for i, d in enumerate(decoded) if d is not None]
+    raw = model.predict(np.stack([decoded[i] for i in good]), batch_size=batch_size, verbose=0) if good else None
+    tasks = model.tasks
+    if raw is None:
+        raw = {t.name: np.zeros((0, t.size), np.float32) for t in tasks}
+    named = named_outputs(tasks, raw)
+    out = {}
+    for key, value in named.items():
+        value = np.asarray(value)
+        full = np.full((len(images), *value.shape[1:]), None if value.dtype == object else np.nan,
+                       dtype=object if value.dtype == object else np.float32)
+        full[good] = value
+        out[key] = full
+    out["errors"] = errors
+    return out
+
+
+def _as_rgb(image, index):
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
+            raise ValueError(f"image {index}: an array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+        return image[..., :3]
+    name = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+    return imageio.decode_image(image, name=name)

@@ -1,0 +1,125 @@
+"""The two-branch architectures: structure, independence of branches, training with logging, save/load."""
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from affect_zoo.layers import NDDR, AdaptiveFeatureInteraction, CrossStitch
+from affect_zoo.models import copy_weights_by_name, multitask
+from affect_zoo.tasks import Task
+from affect_zoo.training import MultiTaskModel
+
+TASKS = [Task("va", "regression", 2, branch=0, target_range=(1, 9)),
+         Task("emotion", "distribution", 7, branch=1, circle="emotion6")]
+SHAPE = (32, 32, 3)
+
+
+def build(architecture, **options):
+    keras.utils.set_random_seed(0)
+    return multitask.build(architecture, "mobilenetv2", TASKS, SHAPE, alpha=0.35, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def built(architecture):
+    """One default build per architecture for the tests that only read it (building is the slow part)."""
+    return build(architecture)
+
+
+def images(n=4, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, *SHAPE)).astype("float32")
+
+
+def layers_of(model, kind):
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+@pytest.mark.parametrize("architecture, kind", [("afi", AdaptiveFeatureInteraction), ("cross_stitch", CrossStitch),
+                                                ("nddr", NDDR)])
+def test_an_interaction_after_every_stage(architecture, kind):
+    model = built(architecture)
+    assert [layer.name for layer in layers_of(model, kind)] == [f"interaction_{i}" for i in (1, 2, 3, 4)]
+    out = model(images())
+    assert out["va"].shape == (4, 2) and out["emotion"].shape == (4, 7)
+    np.testing.assert_allclose(out["emotion"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_site_ablations():
+    assert multitask.interaction_sites(4, "shallow") == [1, 2]
+    assert multitask.interaction_sites(4, "deep") == [3, 4]
+    assert multitask.interaction_sites(5, "shallow") == [1, 2]
+    assert multitask.interaction_sites(5, "deep") == [3, 4, 5]
+    assert multitask.interaction_sites(5, [5, 1]) == [1, 5]
+    model = build("afi", stages="deep", pooling="max")
+    afis = layers_of(model, AdaptiveFeatureInteraction)
+    assert [a.name for a in afis] == ["interaction_3", "interaction_4"]
+    assert all(a.pooling == "max" for a in afis)
+    with pytest.raises(ValueError, match=r"out of range: the backbone has stages 1..4"):
+        multitask.interaction_sites(4, [0, 2])
+
+
+def cross_gradient(model):
+    """Gradient of the branch-0 task's output w.r.t. the branch-1 backbone's variables."""
+    e_vars = [v for v in model.trainable_variables if v.path.startswith("e_")]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(images(), training=True)["va"])
+    grads = tape.gradient(loss, e_vars)
+    return sum(0.0 if g is None else float(tf.reduce_sum(tf.abs(g))) for g in grads), len(e_vars)
+
+
+def test_single_branches_do_not_interact_and_afi_branches_do():
+    single, n = cross_gradient(built("single"))
+    assert n > 0 and single == 0.0
+    assert cross_gradient(built("afi"))[0] > 0.0
+
+
+def test_hard_share_has_one_trunk():
+    model = built("hard_share")
+    heads = ("va_linear/", "emotion_circle_head/")
+    trunk = [v.path for v in model.trainable_variables if not v.path.startswith(heads)]
+    assert trunk and all(path.startswith("shared_") for path in trunk)
+    assert model.count_params() < built("single").count_params()
+
+
+def test_bad_architecture_backbone_and_branches():
+    with pytest.raises(ValueError, match="unknown architecture 'mtl'"):
+        multitask.build("mtl", "mobilenetv2", TASKS, SHAPE)
+    with pytest.raises(ValueError, match="resnet9000"):
+        multitask.build("afi", "resnet9000", TASKS, SHAPE)
+    with pytest.raises(ValueError, match="afi needs tasks on both branches"):
+        multitask.build("afi", "mobilenetv2", [TASKS[1]], SHAPE, alpha=0.35)
+
+
+def test_single_task_weights_initialise_afi_branches():
+    single, afi = built("single"), build("afi")
+    copied = copy_weights_by_name(single, afi)
+    assert any(name.startswith("a_") for name in copied) and any(name.startswith("e_") for name in copied)
+    assert "va_linear" in copied and "emotion_circle_head" in copied
+    by_path = {v.path: v.numpy() for v in single.weights}
+    shared = [v for v in afi.weights if v.path in by_path and v.path.startswith(("a_", "e_"))]
+    assert shared and all(np.array_equal(v.numpy(), by_path[v.path]) for v in shared)
+
+
+def test_afi_trains_logs_site_statistics_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    # VGG16 (no BatchNormalization) traces its train step several times faster than MobileNetV2 on CPU.
+    network = multitask.build("afi", "vgg16", TASKS, SHAPE, recalibrate=True, stages=[2, 3, 4, 5])
+    model = MultiTaskModel(network, tasks=TASKS, balancer="gradnorm")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(1)
+    x = images(8)
+    y = {"va": rng.uniform(1, 9, (8, 2)).astype("float32"),
+         "emotion": rng.dirichlet(np.ones(7), 8).astype("float32")}
+    logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    for site in (2, 3, 4, 5):
+        ratio = logs[f"interaction_{site}_grad_ratio_a"][-1]
+        w_self = logs[f"interaction_{site}_w_self_e"][-1]
+        assert np.isfinite(ratio) and ratio > 0 and 0 < w_self < 1
+    assert logs["weight_va"][-1] + logs["weight_emotion"][-1] == pytest.approx(2.0, rel=1e-4)
+    path = tmp_path / "afi.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for name, value in model.predict(x, verbose=0).items():
+        np.testing.assert_allclose(loaded.predict(x, verbose=0)[name], value, atol=1e-5)
+    assert loaded.network.get_layer("interaction_2").recalibrate

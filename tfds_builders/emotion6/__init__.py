@@ -1,0 +1,1 @@
+"""TFDS builder for Emotion6; see README.md."""

@@ -1,0 +1,1 @@
+"""TFDS builder for Flickr_LDL; see README.md."""

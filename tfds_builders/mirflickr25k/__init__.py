@@ -1,0 +1,1 @@
+"""TFDS builder for MIRFLICKR-25000; see README.md."""

@@ -1,0 +1,1 @@
+"""TFDS builder for Twitter_LDL; see README.md."""

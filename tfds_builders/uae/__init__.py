@@ -1,0 +1,1 @@
+"""TFDS builder for UAE (images with aesthetic and emotion labels); see README.md."""
