@@ -55,6 +55,7 @@ def cmd_info(args):
 
 
 def cmd_predict(args):
+    """Scores every image; exits 1 (after printing all results) when any image could not be read."""
     import keras
     import numpy as np
 
@@ -77,8 +78,7 @@ def cmd_predict(args):
         bar.add(len(chunk))
     if args.json:
         _print_json(results)
-        return
-    for row in results:
+    for row in [] if args.json else results:
         if "error" in row:
             print(f"{row['image']}: ERROR {row['error']}")
             continue
@@ -115,16 +115,32 @@ def cmd_evaluate(args):
         _print_metrics({args.split: measured}, {})
 
 
+def cmd_export(args):
+    from affect_zoo import export, zoo
+
+    model = zoo.load(args.name, weights=args.weights or "default")
+    path = export.export_saved_model(model, args.out_dir, version=args.version, name=args.name,
+                                     overwrite=args.overwrite)
+    if args.json:
+        _print_json({"name": args.name, "path": str(path), "outputs": export.output_names(model.tasks)})
+    else:
+        print(f"exported {args.name} to {path}")
+
+
+def cmd_serve_config(args):
+    from affect_zoo import export
+
+    path = export.write_model_config(args.out_dir, base_path=args.base_path, policy=args.policy)
+    print(path)
+
+
 def _print_metrics(measured, baselines):
-    for split, per_task in measured.items():
+    """One line per split and task; baselines' lines are labelled ``<baseline>:<split>``."""
+    rows = [(split, by_split) for split, by_split in measured.items()]
+    rows += [(f"{name}:{split}", by_split) for name, splits in baselines.items() for split, by_split in splits.items()]
+    for label, per_task in rows:
         for task, values in per_task.items():
-            line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-            print(f"{split:10s} {task:16s} {line}")
-    for name, by_split in baselines.items():
-        for split, per_task in by_split.items():
-            for task, values in per_task.items():
-                line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-                print(f"{name + ':' + split:10s} {task:16s} {line}")
+            print(f"{label:10s} {task:16s} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
 
 def parser():
@@ -161,6 +177,19 @@ def parser():
     s.add_argument("--data-dir")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=cmd_evaluate)
+    s = sub.add_parser("export", help="export an entry as a SavedModel in TF Serving's layout")
+    s.add_argument("name")
+    s.add_argument("out_dir")
+    s.add_argument("--version", type=int, default=1)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_export)
+    s = sub.add_parser("serve-config", help="write OUT_DIR/models.config for every exported model")
+    s.add_argument("out_dir")
+    s.add_argument("--base-path", help="the directory as the server sees it (e.g. /models in the container)")
+    s.add_argument("--policy", choices=["all", "latest", "specific"], default="all")
+    s.set_defaults(run=cmd_serve_config)
     return p
 
 

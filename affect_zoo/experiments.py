@@ -56,8 +56,9 @@ def _pipeline(recipe, split_key, training, data_dir, strategy):
     return data.make_pipeline(
         source, as_tasks(recipe["tasks"]), tuple(recipe["model"].get("input_size", (224, 224))),
         recipe["training"]["batch_size"], training=training,
-        targets=dataset.get("targets"), augment=recipe["training"].get("augment") if training else None,
-        seed=recipe["training"].get("seed", 0), drop_remainder=training and replicas > 1)
+        targets=dataset.get("targets") or dataset["name"],
+        augment=recipe["training"].get("augment") if training else False,
+        seed=recipe["training"].get("seed", 0), drop_remainder=replicas > 1)
 
 
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,

@@ -9,6 +9,7 @@ import keras
 
 from affect_zoo import losses as az_losses
 from affect_zoo import metrics as az_metrics
+from affect_zoo import metrics_multilabel as az_multilabel
 from affect_zoo.emotion import get_circle
 from affect_zoo.layers.circle_head import CircularEmotionHead
 
@@ -18,7 +19,7 @@ LOSSES = {
     "binary": ("bce",),
     "distribution": ("kl", "circular"),
     "regression": ("mse", "huber"),
-    "multilabel": ("bce",),
+    "multilabel": ("bce", "masked_bce"),
 }
 
 
@@ -110,6 +111,7 @@ class Task:
         return {
             "crossentropy": keras.losses.SparseCategoricalCrossentropy,
             "bce": keras.losses.BinaryCrossentropy,
+            "masked_bce": az_multilabel.MaskedBinaryCrossentropy,
             "kl": az_losses.KLDivergenceLoss,
             "mse": keras.losses.MeanSquaredError,
             "huber": keras.losses.Huber,
@@ -133,7 +135,10 @@ class Task:
                     az_metrics.Intersection(name=p + "intersection"), az_metrics.Top1Accuracy(name=p + "top1")]
         if self.kind == "regression":
             return [keras.metrics.MeanAbsoluteError(name=p + "mae")]
-        return [keras.metrics.AUC(multi_label=True, num_labels=self.size, name=p + "auc")]
+        mean_ap = az_multilabel.MeanAveragePrecision(self.size, name=p + "map")
+        if self.loss == "masked_bce":  # AUC would count the -1 (ignored) targets as negatives
+            return [mean_ap]
+        return [mean_ap, keras.metrics.AUC(multi_label=True, num_labels=self.size, name=p + "auc")]
 
     def check_target(self, target, where="targets"):
         """Raise a one-line ValueError when a target's static shape does not fit this task."""

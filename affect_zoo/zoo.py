@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -22,9 +23,11 @@ import urllib.request
 
 import keras
 import numpy as np
+import tensorflow as tf
+from PIL import Image
 
 from affect_zoo import balancing, imageio, recipes
-from affect_zoo.data import resize_for_model
+from affect_zoo.data import decode_image_bytes, resize_for_model
 from affect_zoo.models import build_network
 from affect_zoo.tasks import as_tasks, describe_outputs, named_outputs
 from affect_zoo.training import MultiTaskModel
@@ -295,6 +298,10 @@ def predict(model_or_name, images, batch_size=32):
 
 
 def _as_rgb(image, index):
+    """RGB uint8 of one input. Encoded images are checked strictly with Pillow (so a bad file is named), then
+    decoded with ``data.decode_image_bytes``, the decoder training and the serving signature use, so all three see
+    the same pixels (JPEG decoders differ by a few levels). Pillow's result is kept where TF's decoder would be
+    wrong or different: CMYK JPEGs, and photos whose EXIF orientation Pillow applies."""
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=-1)
@@ -302,4 +309,17 @@ def _as_rgb(image, index):
             raise ValueError(f"image {index}: an array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
         return image[..., :3]
     name = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
-    return imageio.decode_image(image, name=name)
+    encoded = pathlib.Path(image).read_bytes() if isinstance(image, (str, os.PathLike)) else bytes(image)
+    checked = imageio.decode_image(encoded, name=name)
+    if _pillow_mode(encoded) in ("CMYK", "YCbCr", "I;16", "I", "F"):
+        return checked
+    try:
+        decoded = np.asarray(decode_image_bytes(tf.constant(encoded)))
+    except tf.errors.OpError:
+        return checked
+    return decoded if decoded.shape == checked.shape else checked
+
+
+def _pillow_mode(encoded):
+    with Image.open(io.BytesIO(encoded)) as opened:
+        return opened.mode

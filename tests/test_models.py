@@ -59,6 +59,15 @@ def test_site_ablations():
         multitask.interaction_sites(4, [0, 2])
 
 
+def test_depth_keeps_the_first_stages():
+    model = multitask.build("afi", "vgg16", TASKS, SHAPE, depth=3, stages="all")
+    assert [a.name for a in layers_of(model, AdaptiveFeatureInteraction)] == [f"interaction_{i}" for i in (1, 2, 3)]
+    assert model.get_layer("a_vgg16_stage3").output.shape[-1] == 256
+    assert not any(layer.name.endswith("stage4") for layer in model.layers)
+    with pytest.raises(ValueError, match="depth must be in 1..5"):
+        multitask.build("single", "vgg16", TASKS, SHAPE, depth=6)
+
+
 def cross_gradient(model):
     """Gradient of the branch-0 task's output w.r.t. the branch-1 backbone's variables."""
     e_vars = [v for v in model.trainable_variables if v.path.startswith("e_")]

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 from PIL import Image
 
@@ -190,6 +191,17 @@ def test_predict_accepts_many_kinds_of_image_and_reports_bad_ones(zoo_dirs, tmp_
     assert set(out) >= {"emotion", "emotion_label", "emotion_polarity", "emotion_angle", "emotion_intensity",
                         "valence", "arousal", "errors"}
     assert out["valence"].shape == (12,) and out["emotion_label"][0] in affect_zoo.emotion.EMOTION6.names
-    direct = model.predict(np.stack([affect_zoo.data.resize_for_model(np.asarray(Image.open(jpeg)), (32, 32))]),
-                           verbose=0)
+    pixels = affect_zoo.data.decode_image_bytes(tf.constant(jpeg.read_bytes()))  # training's and serving's decoder
+    direct = model.predict(np.stack([affect_zoo.data.resize_for_model(pixels, (32, 32))]), verbose=0)
     np.testing.assert_allclose(out["emotion"][0], direct["emotion"][0], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, output", [("semdep_densenet121_voc2007", "labels"),
+                                          ("mmemo_densenet121_multimodal", "p_all"),
+                                          ("circle_resnet50_fi", "emotion")])
+def test_paper_scale_entries_of_every_family_build_untrained(name, output):
+    model = affect_zoo.load(name, weights=None)
+    assert output in model.network.output
+    card = affect_zoo.model_card(name)
+    assert card.recipe == f"recipes/{name}.yaml" and card.family == recipes.load_recipe(name)["model"]["family"]

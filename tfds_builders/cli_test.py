@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 HERE = pathlib.Path(__file__).resolve().parent
 CASES = [("emotion6", None), ("fi", None), ("flickr_ldl", None), ("twitter_ldl", None), ("voc2007", None),
-         ("mirflickr25k", "labels38"), ("uae", None)]
+         ("mirflickr25k", "labels38"), ("uae", None), ("affect_multimodal", None)]
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def interaction_sites(num_stages, stages="all"):
 
 def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=None, stages="all",
           pooling="both", reduction=16, recalibrate=False, temperature=1.0, dropout=0.0, synchronized_bn=False,
-          alpha=None, name=None):
+          alpha=None, depth=None, name=None):
     """Build a multi-task network (see the module docstring); returns a functional keras.Model.
 
     Args:
@@ -55,6 +55,8 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         dropout: rate before the heads.
         synchronized_bn: NDDR's BatchNormalization syncs statistics across replicas.
         alpha: MobileNetV2 width.
+        depth: keep only the first ``depth`` stages of the backbone (e.g. 3 VGG16 blocks: a pretrained init
+            whose two branches fit a small weights budget); sites then count within those stages.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -68,12 +70,16 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
     x = backbones.Preprocessing(backbone, name="preprocessing")(images)
     head_name = name or f"{architecture}_{backbone}"
     if architecture == "hard_share":
-        trunk = backbones.build_stages(backbone, input_shape, weights, name_prefix="shared_", alpha=alpha)
-        features = {0: _pool(trunk(x), dropout, "shared"), 1: None}
+        trunk = _truncated(backbones.build_stages(backbone, input_shape, weights, name_prefix="shared_",
+                                                  alpha=alpha), depth)
+        out = x
+        for stage in trunk:
+            out = stage(out)
+        features = {0: _pool(out, dropout, "shared"), 1: None}
         features[1] = features[0]
         return _with_heads(images, tasks, features, head_name)
-    made = {b: backbones.build_stages(backbone, input_shape, weights, name_prefix=f"{'ae'[b]}_", alpha=alpha)
-            for b in branches}
+    made = {b: _truncated(backbones.build_stages(backbone, input_shape, weights, name_prefix=f"{'ae'[b]}_",
+                                                 alpha=alpha), depth) for b in branches}
     sites = set(interaction_sites(len(made[branches[0]]), stages)) if architecture != "single" else set()
     outs = {b: x for b in branches}
     for index in range(len(made[branches[0]])):
@@ -84,6 +90,14 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
             outs[0], outs[1] = layer([outs[0], outs[1]])
     features = {b: _pool(outs[b], dropout, "ae"[b]) for b in branches}
     return _with_heads(images, tasks, features, head_name)
+
+
+def _truncated(staged, depth):
+    if depth is None:
+        return list(staged)
+    if not 1 <= depth <= len(staged):
+        raise ValueError(f"depth must be in 1..{len(staged)} for {staged.name}, got {depth}")
+    return list(staged)[:depth]
 
 
 def _interaction(architecture, name, pooling, reduction, recalibrate, temperature, synchronized_bn):

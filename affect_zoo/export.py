@@ -1,0 +1,475 @@
+"""SavedModels for TF Serving: ``base_dir/<name>/<version>/`` with two signatures, warmup requests and a model
+config listing every export.
+
+Layout (TF Serving's): ``saved_model.pb``, ``variables/``, ``assets.extra/tf_serving_warmup_requests`` (replayed by
+the server before it reports the version ready) and ``assets.extra/affect_zoo.json`` (tasks, input size and output
+names, for clients and model cards; the server ignores it). A version is written to a hidden sibling directory and
+renamed into place, so a server watching ``base_dir/<name>`` never loads a half-written version.
+
+Signatures:
+- ``serving_default``: ``images``, a batch of encoded images (tf.string, shape [None]: JPEG, PNG, BMP, GIF or
+  WebP, any size, grey or with alpha), decoded and resized inside the graph exactly as the training pipeline does;
+- ``predict_tensor``: ``images``, float32 [None, H, W, 3] RGB in [0, 255] at the entry's input size.
+Both return the named outputs of ``output_names``; ``decode_outputs`` turns them back into the dict keyed by task
+that ``affect_zoo.predict`` and the Keras model return.
+
+Built with a ``tf.Module`` and ``tf.saved_model.save`` rather than ``keras.export.ExportArchive``: the module tracks
+exactly the ``tf.Variable`` objects the two signature graphs capture (the trainer's optimizer, balancer and metrics
+stay out, and each variable is written once: ExportArchive, tried on the test model, also wrote every
+``keras.Variable`` wrapper, 20 MB of variables instead of 9.6 MB), the bytes signature calls the tensor one so the
+network's graph is stored once, and the traced graphs are checked for custom-gradient ops before anything is
+written. Tracking the captured variables rather than the wrappers is what lets TF Serving load the export (see
+``_serving_module``).
+"""
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+import struct
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from PIL import Image
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from affect_zoo import imageio
+from affect_zoo.data import decode_image_bytes, resize_for_model
+from affect_zoo.emotion import emotion_vector
+from affect_zoo.tasks import as_tasks
+
+BYTES_SIGNATURE = "serving_default"
+TENSOR_SIGNATURE = "predict_tensor"
+INPUT_KEY = "images"
+WARMUP_FILE = "tf_serving_warmup_requests"
+INFO_FILE = "affect_zoo.json"
+# Generated warmup images (height, width): small, odd and large, portrait and landscape, so the first real requests
+# find the decode and resize kernels for several shapes already initialised.
+WARMUP_SIZES = ((48, 64), (300, 240), (375, 500))
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+_ORIENTATION = 0x0112  # EXIF tag
+_PARSE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+
+
+def output_names(tasks):
+    """Signature output name → what it holds, for every task (the order of the tasks, then of each task's outputs).
+
+    - classification / distribution ``T``: ``T_probs`` float32 (batch, K) and ``T_label`` int64 (batch,) = argmax;
+      a distribution with an emotion circle also ``T_polarity`` (±1), ``T_angle`` (radians, (-π, π]) and
+      ``T_intensity`` ([0, 1]), each float32 (batch,) (see ``affect_zoo.emotion.emotion_vector``);
+    - regression with labels: one float32 (batch,) output per label, named by the label (``valence``,
+      ``arousal``); without labels ``T`` float32 (batch, size);
+    - binary ``T``: ``T_prob`` float32 (batch,);  multilabel ``T``: ``T_probs`` float32 (batch, K).
+    Characters other than letters, digits and ``_`` in a name become ``_``; two outputs with the same name are
+    refused, since a signature's outputs are keyed by name.
+    """
+    described = {}
+    for task, outputs in _task_outputs(as_tasks(tasks)).items():
+        for name, meaning in outputs:
+            if name in described:
+                raise ValueError(f"task {task!r}: output name {name!r} is already used by another output "
+                                 f"({described[name]}); rename the task or its labels")
+            described[name] = f"{task}: {meaning}"
+    return described
+
+
+def _task_outputs(tasks):
+    """task name → [(output name, meaning)] in output order."""
+    out = {}
+    for t in tasks:
+        labels = f" over {', '.join(t.labels)}" if t.labels else ""
+        base = _clean(t.name)
+        if t.kind in ("classification", "distribution"):
+            items = [(f"{base}_probs", f"float32 (batch, {t.size}) probabilities{labels}"),
+                     (f"{base}_label", "int64 (batch,) index of the most probable class")]
+            if t.kind == "distribution" and t.circle is not None:
+                items += [(f"{base}_polarity", "float32 (batch,) +1 positive / -1 negative emotion"),
+                          (f"{base}_angle", "float32 (batch,) emotion type θ in radians, (-π, π]"),
+                          (f"{base}_intensity", "float32 (batch,) emotion intensity r in [0, 1]")]
+        elif t.kind == "regression" and t.labels:
+            items = [(_clean(label), f"float32 (batch,) predicted {label}") for label in t.labels]
+        elif t.kind == "regression":
+            items = [(base, f"float32 (batch, {t.size}) predicted values")]
+        elif t.kind == "binary":
+            items = [(f"{base}_prob", "float32 (batch,) probability of the positive class")]
+        else:
+            items = [(f"{base}_probs", f"float32 (batch, {t.size}) independent probabilities{labels}")]
+        out[t.name] = items
+    return out
+
+
+def _clean(name):
+    return re.sub(r"\W", "_", str(name), flags=re.ASCII)
+
+
+def named_outputs(predictions, tasks):
+    """The network's dict keyed by task → the signature's named outputs (graph tensors; used inside the export)."""
+    out = {}
+    for t in as_tasks(tasks):
+        y = tf.cast(predictions[t.name], tf.float32)
+        names = [n for n, _ in _task_outputs([t])[t.name]]
+        if t.kind in ("classification", "distribution"):
+            out[names[0]] = y
+            out[names[1]] = tf.argmax(y, axis=-1, output_type=tf.int64)
+            if len(names) == 5:
+                polarity, angle, intensity = emotion_vector(y, t.circle)
+                out.update(zip(names[2:], (polarity, angle, intensity)))
+        elif t.kind == "regression" and t.labels:
+            out.update({name: y[:, i] for i, name in enumerate(names)})
+        elif t.kind == "binary":
+            out[names[0]] = tf.reshape(y, [-1])
+        else:
+            out[names[0]] = y
+    return out
+
+
+def decode_outputs(outputs, tasks):
+    """Signature outputs (dict name → array, e.g. ``Client.predict``'s answer) → dict task → NumPy array shaped as
+    the Keras model's output, which is what ``affect_zoo.predict`` returns. ``tasks``: Task objects or the
+    ``tasks`` list of an export's ``assets.extra/affect_zoo.json`` (``read_export_info``)."""
+    decoded = {}
+    for t in as_tasks(tasks):
+        names = [n for n, _ in _task_outputs([t])[t.name]]
+        if not (t.kind == "regression" and t.labels):
+            names = names[:1]
+        missing = [n for n in names if n not in outputs]
+        if missing:
+            raise KeyError(f"task {t.name!r}: outputs {missing} are missing; got {sorted(outputs)}")
+        values = [np.asarray(outputs[n], dtype=np.float32) for n in names]
+        if t.kind == "regression" and t.labels:
+            decoded[t.name] = np.stack(values, axis=-1)
+        elif t.kind == "binary":
+            decoded[t.name] = values[0].reshape(-1, 1)
+        else:
+            decoded[t.name] = values[0]
+    return decoded
+
+
+def known_format(data):
+    """Whether encoded bytes (a scalar tf.string) start like a format the decoder reads."""
+    head = tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 12)]), 0, 12)
+    checks = [tf.equal(tf.strings.substr(head, 0, len(magic)), magic) for magic in _MAGIC]
+    checks.append(tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b"RIFF"),
+                                 tf.equal(tf.strings.substr(head, 8, 4), b"WEBP")))
+    return tf.reduce_any(tf.stack(checks))
+
+
+def decode_and_resize(images, size):
+    """A batch of encoded images (tf.string [None]) → float32 [None, h, w, 3] in [0, 255], as in training.
+
+    An item in no known format stops the batch with an error naming its index (``images[i]``); a known format that
+    fails to decode gives TF's decoder error, and the client then names the item.
+    """
+    size = tuple(int(s) for s in size)
+
+    def one(args):
+        index, data = args
+        check = tf.debugging.Assert(known_format(data), [tf.strings.format(
+            "images[{}] is not an image: expected " + _FORMATS + " bytes", index)])
+        with tf.control_dependencies([check]):  # the decoder's own, index-less error must not come first
+            data = tf.identity(data)
+        return resize_for_model(decode_image_bytes(data), size)
+
+    indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
+    return tf.map_fn(one, (indices, images), fn_output_signature=tf.TensorSpec(size + (3,), tf.float32))
+
+
+def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, warmup=True, tasks=None):
+    """Write ``model`` as ``base_dir/<name>/<version>/`` for TF Serving; returns that directory (a Path).
+
+    Args:
+        model: a ``MultiTaskModel`` (its ``.network`` is exported) or any Keras model with one image input and dict
+            outputs keyed by task name (then pass ``tasks``).
+        base_dir: the server's model base directory (``--model_base_path`` or the config's parent).
+        version: a non-negative int; TF Serving serves the highest (or the versions the config names).
+        name: the model's name in URLs and requests; defaults to ``model.name``.
+        overwrite: replace an existing version directory; without it an existing one is refused.
+        warmup: True writes warmup requests built from generated JPEGs, False none, or a list of images (paths,
+            bytes or RGB arrays) to send instead.
+        tasks: the model's tasks when ``model`` has no ``.tasks``.
+    The network is called with ``training=False``, so the graph holds no custom-gradient op (an AFI layer adds its
+    recalibration only in training); the export is refused if one is found anyway.
+    """
+    network = getattr(model, "network", model)
+    tasks = as_tasks(tasks if tasks is not None else _require_tasks(model))
+    name = model.name if name is None else name
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ValueError(f"model name {name!r} must start with a letter or digit and use only letters, digits, "
+                         "'_', '.' and '-' (it becomes a directory and part of request URLs)")
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ValueError(f"version must be a non-negative int (TF Serving's version directories), got {version!r}")
+    size = _input_size(network)
+    _check_outputs(network, tasks)
+    output_names(tasks)  # refuses clashing names before the slow part
+    model_dir = pathlib.Path(base_dir) / name
+    target = model_dir / str(int(version))
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists: version {int(version)} of {name!r} is already exported; pass "
+                              "overwrite=True (CLI: --overwrite) to replace it or choose another version")
+    requests = _warmup_requests(name, size, warmup)
+    module, signatures = _serving_module(network, tasks, size)
+    for signature, function in signatures.items():
+        ops = custom_gradient_ops(function.graph.as_graph_def())
+        if ops:
+            raise RuntimeError(f"signature {signature!r} holds custom-gradient ops {ops[:5]}: a layer of "
+                               f"{network.name!r} adds one with training=False; it cannot be served")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # TF Serving only loads directories whose names are integers: a hidden temporary one is invisible to it.
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{int(version)}.partial-", dir=model_dir))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        extra = staging / "assets.extra"
+        extra.mkdir()
+        if requests:
+            with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+                for log in requests:
+                    writer.write(log.SerializeToString())
+        info = {"name": name, "version": int(version), "input_size": list(size),
+                "tasks": [t.get_config() for t in tasks], "outputs": output_names(tasks),
+                "signatures": {BYTES_SIGNATURE: "encoded image bytes, tf.string [None]",
+                               TENSOR_SIGNATURE: f"float32 [None, {size[0]}, {size[1]}, 3] RGB in [0, 255]"}}
+        (extra / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _require_tasks(model):
+    if not hasattr(model, "tasks"):
+        raise ValueError(f"model {model.name!r} has no .tasks: export a MultiTaskModel or pass tasks=[...]")
+    return model.tasks
+
+
+def _check_outputs(network, tasks):
+    outputs = network.output if isinstance(network.output, dict) else {}
+    missing = [t.name for t in tasks if t.name not in outputs]
+    if missing:
+        raise ValueError(f"model {network.name!r} has no output for task(s) {missing}: it must output a dict keyed "
+                         f"by task name; its outputs: {sorted(outputs) or type(network.output).__name__}")
+
+
+def _input_size(network):
+    shape = tuple(network.inputs[0].shape) if len(network.inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(s, int) for s in shape[1:3]):
+        raise ValueError(f"model {network.name!r} must take one input of shape (batch, H, W, 3) with H and W fixed; "
+                         f"its inputs: {[tuple(i.shape) for i in network.inputs]}")
+    return shape[1], shape[2]
+
+
+def _serving_module(network, tasks, size):
+    """A tf.Module holding the variables the signatures capture, and the two signature functions.
+
+    The module tracks the ``tf.Variable`` objects the traced graphs capture, not the network's ``keras.Variable``
+    wrappers: saved through the wrappers, a SavedModel loads in TF 2 Python but not in a TF 1 session, which is how
+    TF Serving's C++ loader and ``saved_model_cli run`` read it ("Could not find variable …": the checkpoint restores
+    a copy, not the variable the graph reads). The functions are not attributes of the module: a loaded SavedModel
+    reaches them through ``.signatures``, and keeping them off the object graph stores each once.
+    """
+    @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name=INPUT_KEY)], autograph=False)
+    def predict_tensor(images):
+        return named_outputs(network(images, training=False), tasks)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)], autograph=False)
+    def predict_bytes(images):
+        return predict_tensor(decode_and_resize(images, size))
+
+    signatures = {BYTES_SIGNATURE: predict_bytes.get_concrete_function(),
+                  TENSOR_SIGNATURE: predict_tensor.get_concrete_function()}
+    captured = {}
+    for function in signatures.values():
+        captured.update((id(v), v) for v in function.variables)
+    module = tf.Module(name="affect_zoo_serving")
+    module.model_variables = list(captured.values())
+    return module, signatures
+
+
+def custom_gradient_ops(graph_def):
+    """Names of the nodes of a GraphDef (its function library included) marked as custom-gradient ops."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return [n.name for n in nodes if b"CustomGradient" in n.attr["_gradient_op_type"].s]
+
+
+def _move_into_place(staging, target):
+    """Rename the finished export to its version directory; an old version is moved aside first and then removed,
+    so the directory TF Serving sees is always complete."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old)
+    else:
+        staging.rename(target)
+
+
+def encode_for_request(item, index=0):
+    """An image for the bytes signature: encoded bytes (paths read, arrays JPEG-encoded) and a display name.
+
+    Arrays are RGB (H, W, 3) or grey (H, W), uint8 or numbers in [0, 255]. A JPEG whose EXIF orientation is not
+    upright is re-encoded upright (the serving decoder ignores EXIF, the training data were stored upright).
+    """
+    if isinstance(item, (str, os.PathLike)):
+        path = os.fspath(item)
+        try:
+            data = pathlib.Path(path).read_bytes()
+        except OSError as e:
+            raise ValueError(f"images[{index}] ({path}): cannot read file ({e.strerror or e})") from e
+        return _upright(data), path
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return _upright(bytes(item)), "<bytes>"
+    if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
+        return imageio.encode_jpeg(_as_rgb_uint8(np.asarray(item), index)), "<array>"
+    raise TypeError(f"images[{index}]: expected a path, encoded bytes or an RGB array, got {type(item).__name__}")
+
+
+def _as_rgb_uint8(array, index):
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
+        raise ValueError(f"images[{index}]: an array image must be (H, W, 3) RGB or (H, W) grey, got shape "
+                         f"{array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise ValueError(f"images[{index}]: an array image must hold finite numbers, got dtype {array.dtype}")
+    if array.min() < 0 or array.max() > 255:
+        raise ValueError(f"images[{index}]: array values must lie in [0, 255] (RGB), got "
+                         f"[{array.min()}, {array.max()}]")
+    return np.round(array).astype(np.uint8)
+
+
+def _upright(data):
+    """JPEG bytes with a rotating EXIF orientation → upright re-encoded JPEG; anything else unchanged. Only the
+    header is parsed; whatever Pillow cannot parse is left for the server to reject and the client to name."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return data
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = image.getexif().get(_ORIENTATION, 1)
+    except _PARSE_ERRORS:
+        return data
+    if orientation == 1:
+        return data
+    try:
+        return imageio.to_jpeg_bytes(data)
+    except imageio.ImageDecodeError:
+        return data
+
+
+def _warmup_requests(name, size, warmup):
+    """PredictionLog protos for ``assets.extra/tf_serving_warmup_requests``: one bytes request per image (each a
+    different size) plus one ``predict_tensor`` request, so both signatures are traced before traffic arrives."""
+    if warmup is False or warmup is None:
+        return []
+    if warmup is True:
+        images = [imageio.encode_jpeg(_warmup_image(h, w)) for h, w in WARMUP_SIZES]
+    else:
+        if isinstance(warmup, (str, bytes, os.PathLike, np.ndarray)):
+            warmup = [warmup]
+        images = [encode_for_request(item, i)[0] for i, item in enumerate(warmup)]
+        if not images:
+            raise ValueError("warmup images: got an empty list; pass warmup=True for generated ones or False")
+        for i, data in enumerate(images):
+            try:
+                decode_image_bytes(tf.constant(data))
+            except tf.errors.InvalidArgumentError as e:
+                raise ValueError(f"warmup images[{i}] cannot be decoded by the serving graph: {e.message}") from e
+
+    def log(signature, tensor):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.model_spec.signature_name = signature
+        request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(tensor))
+        return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+
+    logs = [log(BYTES_SIGNATURE, np.array([data], dtype=object)) for data in images]
+    logs.append(log(TENSOR_SIGNATURE, np.full((1, *size, 3), 127.5, np.float32)))
+    return logs
+
+
+def _warmup_image(height, width):
+    """A smooth colour gradient: deterministic, and compresses like a photo rather than noise."""
+    y = np.linspace(0, 255, height)[:, None]
+    x = np.linspace(0, 255, width)[None, :]
+    return np.stack([np.broadcast_to(y, (height, width)), np.broadcast_to(x, (height, width)),
+                     (y + x) / 2], axis=-1).astype(np.uint8)
+
+
+def read_warmup_requests(version_dir):
+    """The PredictionLog protos of an export's warmup file (empty when it has none)."""
+    path = pathlib.Path(version_dir) / "assets.extra" / WARMUP_FILE
+    if not path.exists():
+        return []
+    return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(str(path))]
+
+
+def read_export_info(version_dir):
+    """``assets.extra/affect_zoo.json`` of an export: name, version, input_size, tasks, outputs, signatures."""
+    path = pathlib.Path(version_dir) / "assets.extra" / INFO_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {version_dir} is not an affect_zoo export")
+    return json.loads(path.read_text())
+
+
+def exported_models(out_dir):
+    """{model name: sorted versions} of the exports under ``out_dir`` (``<name>/<int>/saved_model.pb``)."""
+    found = {}
+    out_dir = pathlib.Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"{out_dir} is not a directory")
+    for model_dir in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = sorted(int(v.name) for v in model_dir.iterdir()
+                          if v.name.isdigit() and (v / "saved_model.pb").is_file())
+        if versions:
+            found[model_dir.name] = versions
+    return found
+
+
+POLICIES = ("all", "latest", "specific")
+
+
+def write_model_config(out_dir, base_path=None, policy="all"):
+    """Write ``out_dir/models.config`` (TF Serving's ``model_config_list`` text proto) for every export found in
+    ``out_dir``; returns its path.
+
+    ``base_path`` is the directory holding the exports *as the server sees it* (absolute: TF Serving resolves
+    relative paths against its own working directory): ``out_dir`` itself by default, ``"/models"`` for the
+    ``docker run -v OUT_DIR:/models`` deployment. ``policy``: ``"all"`` serves every version present, including
+    ones exported later; ``"latest"`` only the highest; ``"specific"`` pins the versions present now.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    out_dir = pathlib.Path(out_dir)
+    models = exported_models(out_dir)
+    if not models:
+        raise FileNotFoundError(f"no exported models under {out_dir} (expected {out_dir}/<name>/<version>/"
+                                "saved_model.pb; run `affect-zoo export NAME OUT_DIR` first)")
+    root = str(out_dir.resolve()) if base_path is None else str(base_path).rstrip("/")
+    if not root.startswith("/"):
+        raise ValueError(f"base_path must be absolute (TF Serving resolves relative paths against its own working "
+                         f"directory), got {base_path!r}")
+    config = model_server_config_pb2.ModelServerConfig()
+    for model_name, versions in models.items():
+        entry = config.model_config_list.config.add(name=model_name, base_path=f"{root}/{model_name}",
+                                                   model_platform="tensorflow")
+        chosen = entry.model_version_policy
+        if policy == "all":
+            chosen.all.SetInParent()
+        elif policy == "latest":
+            chosen.latest.num_versions = 1
+        else:
+            chosen.specific.versions.extend(versions)
+    path = out_dir / "models.config"
+    path.write_text(text_format.MessageToString(config))
+    return path

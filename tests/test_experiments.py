@@ -1,0 +1,125 @@
+"""Train an entry from its recipe on built data, write weights + card, evaluate, and use it from the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import affect_zoo
+from affect_zoo import experiments, metrics, recipes, zoo
+
+RECIPE = {
+    "name": "tiny_e6",
+    "dataset": {"name": "emotion6", "splits": {"train": "train", "validation": "validation", "test": "test"}},
+    "model": {"family": "multitask", "architecture": "afi", "backbone": "vgg16", "input_size": [32, 32],
+              "options": {"depth": 2, "recalibrate": True}},
+    "tasks": [{"name": "va", "kind": "regression", "size": 2, "branch": 0, "labels": ["valence", "arousal"],
+               "target_range": [1, 9]},
+              {"name": "emotion", "kind": "distribution", "size": 7, "branch": 1, "circle": "emotion6"}],
+    "training": {"epochs": 2, "batch_size": 8, "optimizer": {"name": "adam", "learning_rate": 0.001},
+                 "balancer": {"name": "uncertainty"}},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, emotion6_dummy_data_dir):
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "recipes").mkdir()
+    (root / "recipes" / "tiny_e6.yaml").write_text(yaml.safe_dump(RECIPE))
+    patch = pytest.MonkeyPatch()
+    patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
+    patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
+    patch.setattr(zoo, "_REGISTRY", {})
+    card = experiments.train("tiny_e6", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
+                             output_dir=root / "saved_models", verbose=0)
+    yield root, card, emotion6_dummy_data_dir
+    patch.undo()
+
+
+def test_training_writes_verified_weights_and_a_card_with_measured_metrics(trained):
+    root, card, _ = trained
+    folder = root / "saved_models" / "tiny_e6"
+    assert (folder / "SHA256SUMS").read_text().split()[0] == zoo.sha256(folder / "tiny_e6.weights.h5")
+    stored = json.loads((folder / "card.json").read_text())
+    assert stored["weights"]["sha256"] == card["weights"]["sha256"]
+    test = stored["metrics"]["test"]
+    assert set(test) == {"emotion", "valence", "arousal"}
+    assert set(test["emotion"]) >= {"kl", "cosine", "intersection", "top1_accuracy"}
+    assert set(test["valence"]) == {"mae", "pearson_r"}
+    assert "test" in stored["baselines"]["train_mean"]
+    assert stored["produced"]["commit"] and stored["produced"]["wall_time_s"] > 0
+    assert stored["produced"]["data_split"]["test"] == "test"
+    assert affect_zoo.list_models(pretrained=True) == ["tiny_e6"]
+
+
+def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
+    root, card, data_dir = trained
+    model = affect_zoo.load("tiny_e6")
+    again = experiments.evaluate(model, recipes.load_recipe("tiny_e6"), split="test", data_dir=str(data_dir))
+    for task, values in card["metrics"]["test"].items():
+        for name, value in values.items():
+            assert again[task][name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+    outputs, targets = experiments.predictions_and_targets(model, recipes.load_recipe("tiny_e6"), "test",
+                                                           str(data_dir))
+    assert len(targets["emotion"]) == 11
+    expected_kl = np.mean(metrics.kl_divergence(targets["emotion"], outputs["emotion"]))
+    assert card["metrics"]["test"]["emotion"]["kl"] == pytest.approx(expected_kl, rel=1e-4)
+    expected_mae = np.mean(np.abs(targets["va"][:, 0] - outputs["va"][:, 0]))
+    assert card["metrics"]["test"]["valence"]["mae"] == pytest.approx(expected_mae, rel=1e-4)
+
+
+def test_trivial_baseline_predicts_the_training_mean(trained):
+    root, card, data_dir = trained
+    recipe = recipes.load_recipe("tiny_e6")
+    train_targets = experiments._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
+    test_targets = experiments._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
+    mean = train_targets["va"][:, 0].mean()
+    expected = np.mean(np.abs(test_targets["va"][:, 0] - mean))
+    assert card["baselines"]["train_mean"]["test"]["valence"]["mae"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_second_run_over_the_same_run_dir_needs_resume(trained):
+    root, _, data_dir = trained
+    with pytest.raises(FileExistsError, match="--resume"):
+        experiments.train("tiny_e6", run_dir=root / "run", data_dir=str(data_dir),
+                          output_dir=root / "saved_models", verbose=0)
+
+
+@pytest.mark.slow
+def test_cli_predict_json_on_a_real_image_and_a_bad_one(trained, tmp_path, shared_data):
+    root, _, _ = trained
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    script = ("import sys, pathlib; from affect_zoo import recipes, zoo; "
+              f"recipes.RECIPES_DIR = pathlib.Path({str(root / 'recipes')!r}); "
+              f"zoo.SAVED_MODELS_DIR = pathlib.Path({str(root / 'saved_models')!r}); "
+              "from affect_zoo.cli import main; main(sys.argv[1:])")
+    image = shared_data / "emotion6" / "images" / "joy" / "1.jpg"
+    result = subprocess.run([sys.executable, "-c", script, "predict", "tiny_e6", str(image), str(bad), "--json"],
+                            capture_output=True, text=True, timeout=300)
+    rows = json.loads(result.stdout)
+    assert rows[0]["image"] == str(image) and len(rows[0]["emotion"]) == 7
+    assert 1 <= rows[0]["valence"] <= 9 or np.isfinite(rows[0]["valence"])
+    assert rows[0]["emotion_label"] in affect_zoo.emotion.EMOTION6.names
+    assert rows[1]["image"] == str(bad) and "bad.jpg" in rows[1]["error"]
+    assert result.returncode == 1
+
+
+def test_cli_export_and_serve_config(trained, tmp_path, capsys):
+    from affect_zoo import cli
+
+    out = tmp_path / "exports"
+    cli.main(["export", "tiny_e6", str(out), "--json"])
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["path"] == str(out / "tiny_e6" / "1")
+    assert {"emotion_probs", "emotion_polarity", "valence", "arousal"} <= set(exported["outputs"])
+    assert (out / "tiny_e6" / "1" / "saved_model.pb").is_file()
+    assert (out / "tiny_e6" / "1" / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["export", "tiny_e6", str(out)])
+    assert stopped.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    cli.main(["serve-config", str(out)])
+    config = (out / "models.config").read_text()
+    assert 'name: "tiny_e6"' in config and str(out / "tiny_e6") in config

@@ -1,0 +1,165 @@
+"""The multimodal network: classifier selection by present modalities, the masked sum of seven cross-entropies
+(checked against NumPy), exact dropping of absent modalities in training, text/tag encoding that never fails,
+word-vector init, and a .keras round trip."""
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from affect_zoo.models import mmemo
+from affect_zoo.models.mmemo import MaskedGlobalPooling1D
+from affect_zoo.text import OOV, PAD, Vocabulary, load_word_vectors, normalize_tags, tokenize
+from affect_zoo.training import MultiTaskModel
+
+K, TEXT_LEN, TAGS, TEXT_VOCAB, TAG_VOCAB = 4, 12, 10, 40, 30
+SHAPE = (32, 32, 3)
+COMBOS = [(i, t, g) for g in (0, 1) for t in (0, 1) for i in (0, 1)]  # code = i + 2t + 4g
+
+
+def build(**options):
+    keras.utils.set_random_seed(0)
+    return mmemo.build("vgg16", K, SHAPE, text_vocab_size=TEXT_VOCAB, tags_vocab_size=TAG_VOCAB,
+                       max_text_length=TEXT_LEN, max_tags=TAGS, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def built():
+    return build()
+
+
+def batch(presence, seed=0):
+    """Inputs for rows of (image, text, tags) presence flags; absent modalities zeroed as the pipeline does."""
+    rng = np.random.default_rng(seed)
+    p = np.asarray(presence, "float32")
+    n = len(p)
+    text = rng.integers(2, TEXT_VOCAB, (n, TEXT_LEN)) * (np.arange(TEXT_LEN) < rng.integers(1, TEXT_LEN, (n, 1)))
+    tags = rng.integers(2, TAG_VOCAB, (n, TAGS)) * (np.arange(TAGS) < rng.integers(1, TAGS, (n, 1)))
+    return {"image": rng.uniform(0, 255, (n, *SHAPE)).astype("float32") * p[:, 0, None, None, None],
+            "text": (text * p[:, 1:2]).astype("int32"), "tags": (tags * p[:, 2:3]).astype("int32"),
+            "image_present": p[:, 0], "text_present": p[:, 1], "tags_present": p[:, 2]}
+
+
+def test_each_subset_of_modalities_is_answered_by_its_classifier():
+    out = {k: v.numpy() for k, v in built()(batch(COMBOS)).items()}
+    assert list(mmemo.OUTPUT_NAMES) == ["p_image", "p_text", "p_tags", "p_image_text", "p_image_tags",
+                                        "p_text_tags", "p_all"]
+    expected = [-1, 0, 1, 3, 2, 4, 5, 6]
+    np.testing.assert_array_equal(out["answered_by"], expected)
+    for row, index in enumerate(expected):
+        want = np.full(K, 1 / K) if index < 0 else out[mmemo.OUTPUT_NAMES[index]][row]
+        np.testing.assert_allclose(out["prediction"][row], want, rtol=1e-6)
+    for name in mmemo.OUTPUT_NAMES:
+        np.testing.assert_allclose(out[name].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_loss_is_the_sum_of_the_present_terms_only():
+    """A batch without any text: MultiTaskModel's loss equals the NumPy sum over the classifiers that use no text
+    (each term masked per sample by its other modalities), averaged over the batch."""
+    net = built()
+    presence = [(1, 0, 1), (1, 0, 0), (0, 0, 1), (1, 0, 1), (0, 0, 1), (1, 0, 0)]
+    x = batch(presence, seed=1)
+    labels = np.array([0, 1, 2, 3, 1, 2])
+    model = MultiTaskModel(net, tasks=mmemo.tasks(K))
+    model.compile(run_eagerly=True)
+    ds = tf.data.Dataset.from_tensor_slices({**x, "label": labels}).map(mmemo.training_example).batch(6)
+    loss = model.evaluate(ds, verbose=0, return_dict=True)["loss"]
+
+    out = {k: v.numpy().astype("float64") for k, v in net(x).items()}
+    p = np.asarray(presence, "float64")
+    total = 0.0
+    for combo, name in zip(mmemo.CLASSIFIERS, mmemo.OUTPUT_NAMES):
+        if "text" in combo:
+            continue
+        mask = np.prod([p[:, mmemo.MODALITIES.index(m)] for m in combo], axis=0)
+        ce = -np.log(np.clip(out[name][np.arange(6), labels], 1e-7, 1 - 1e-7))
+        total += np.sum(mask * ce) / 6
+    assert loss == pytest.approx(total, rel=1e-5)
+
+
+def branch_weights(net, prefixes):
+    return [np.array(w) for layer in net.layers if layer.name.startswith(prefixes) for w in layer.weights]
+
+
+def test_training_leaves_absent_modalities_untouched_then_save_and_load(tmp_path):
+    """Graph-mode fit on batches without text: the text encoder and every classifier that reads text get an
+    exactly zero gradient (their terms are dropped), the others train; then a .keras round trip."""
+    net = build()
+    text_parts = ("text_", "p_text", "image_text", "p_image_text", "text_tags", "p_text_tags", "all_", "p_all")
+    other_parts = ("image_", "tags_", "p_image", "p_tags")
+    text_before, other_before = branch_weights(net, text_parts), branch_weights(net, other_parts)
+    presence = [(1, 0, 1), (1, 0, 0), (0, 0, 1), (1, 0, 1)] * 2
+    x = batch(presence, seed=2)
+    ds = tf.data.Dataset.from_tensor_slices({**x, "label": np.arange(8) % K}).map(mmemo.training_example).batch(4)
+    model = MultiTaskModel(net, tasks=mmemo.tasks(K))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(ds, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["p_text_loss"][0] == 0.0
+    assert all(np.array_equal(b, a) for b, a in zip(text_before, branch_weights(net, text_parts)))
+    assert any(not np.array_equal(b, a) for b, a in zip(other_before, branch_weights(net, other_parts)))
+
+    path = tmp_path / "mmemo.keras"
+    net.save(path)
+    loaded = keras.saving.load_model(path)
+    probe = batch(COMBOS, seed=3)
+    expected, got = net(probe), loaded(probe)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_masked_pooling_against_numpy():
+    x = np.array([[[1.0, -2.0], [3.0, 5.0], [9.0, 9.0]], [[4.0, 4.0], [7.0, 7.0], [0.0, 0.0]]], "float32")
+    ids = np.array([[5, 3, 0], [0, 0, 0]])
+    out = MaskedGlobalPooling1D(("max", "avg", "min"))([x, ids]).numpy()
+    np.testing.assert_allclose(out[0], [3, 5, 2, 1.5, 1, -2])
+    np.testing.assert_array_equal(out[1], np.zeros(6))  # no token: zeros, never ±1e9
+
+
+def test_vocabulary_truncates_and_never_fails():
+    vocab = Vocabulary.build([tokenize("the cat sat on the mat"), tokenize("The dog!")])
+    assert vocab.tokens[:3] == ["<pad>", "<oov>", "the"] and len(vocab) == 2 + 6
+    ids, present = vocab.encode_text("The unicorn sat " + "cat " * 50, max_length=5)
+    assert present and ids.tolist() == [vocab.id("the"), OOV, vocab.id("sat"), vocab.id("cat"), vocab.id("cat")]
+    ids, present = vocab.encode_text(None, 4)
+    assert ids.tolist() == [0, 0, 0, 0] and present is False
+    assert vocab.encode_text("?! …", 4)[1] is False
+    assert vocab.encode_text("🙂 <pad> 123", 4)[0].tolist() == [OOV, OOV, 0, 0]  # "pad" and "123" are words
+    tags = [f"t{i}" for i in range(12)] + ["T0", "  ", None]
+    assert normalize_tags(tags) == [f"t{i}" for i in range(12)]
+    tag_vocab = Vocabulary.build([normalize_tags(tags)])
+    ids, present = tag_vocab.encode_tags(tags, max_tags=10)
+    assert present and len(ids) == 10 and tag_vocab.decode(ids) == [f"t{i}" for i in range(10)]
+    assert tag_vocab.encode_tags(["<pad>", "new tag"], 3)[0].tolist() == [OOV, OOV, PAD]
+
+
+def test_word_vectors_initialise_the_text_embedding(tmp_path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 4\nCat 1 2 3 4\ndog 5 6 7 8\nunused 0 0 0 1\n")
+    vocab = Vocabulary(["<pad>", "<oov>", "cat", "dog", "bird"])
+    matrix, found = load_word_vectors(path, vocab)
+    assert found == 2 and matrix.shape == (5, 4)
+    np.testing.assert_array_equal(matrix[[2, 3]], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert np.all(matrix[0] == 0) and np.all(np.abs(matrix[[1, 4]]) <= 0.25)
+    net = mmemo.build("vgg16", K, SHAPE, text_vocab_size=5, tags_vocab_size=3, max_text_length=4,
+                      text_embedding_dim=4, text_embeddings=matrix)
+    np.testing.assert_array_equal(net.get_layer("text_embedding").get_weights()[0], matrix)
+    path.write_text("cat 1 2 3\ndog 1 2\n")
+    with pytest.raises(ValueError, match=r"vectors\.txt line 2: 2 values, expected 3"):
+        load_word_vectors(path, vocab)
+
+
+def test_encode_records_for_predict():
+    text_vocab = Vocabulary(["<pad>", "<oov>", "happy", "day"])
+    tag_vocab = Vocabulary(["<pad>", "<oov>", "beach"])
+    image = np.full((20, 30, 3), 200, np.uint8)
+    records = [{"image": image, "text": "Happy day, unknown!", "tags": ["Beach", "x"] * 8},
+               {"text": "   "}, {"tags": ["beach"]}, {}]
+    x = mmemo.encode_records(records, text_vocab, tag_vocab, SHAPE, max_text_length=TEXT_LEN, max_tags=TAGS)
+    assert x["image"].shape == (4, *SHAPE) and np.allclose(x["image"][0], 200)
+    assert x["text"][0, :4].tolist() == [2, 3, OOV, 0] and x["tags"][0, :3].tolist() == [2, OOV, 0]
+    np.testing.assert_array_equal(np.stack([x["image_present"], x["text_present"], x["tags_present"]], 1),
+                                  [[1, 1, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    out = built()(x)
+    np.testing.assert_array_equal(out["answered_by"], [6, -1, 2, -1])

@@ -1,0 +1,1 @@
+"""TFDS builder for multimodal (image, text, tags) emotion posts; see README.md."""
