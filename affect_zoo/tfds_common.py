@@ -7,6 +7,8 @@ unreadable files, distribution checks, deterministic seeded splits, and the Flic
 from __future__ import annotations
 
 import logging
+import pathlib
+import shutil
 from typing import Iterable, Mapping, Sequence
 
 import h5py
@@ -15,7 +17,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from affect_zoo.emotion import MIKELS8
-from affect_zoo.imageio import ImageDecodeError, to_jpeg_bytes
+from affect_zoo.imageio import ImageDecodeError, encode_jpeg, to_jpeg_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -231,3 +233,26 @@ class LdlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             image = load_jpeg(images / f"{row['image_id']}.jpg", name, self.info.metadata)
             if image is not None:
                 yield row["image_id"], {"image": image, **row}
+
+
+def write_ldl_dummy_data(out, mat_file, num_images, raters, seed, truncated, empty):
+    """Dummy data for an LDL builder's test (both LDL builders share the layout): images/1.jpg … N.jpg, of which
+    ``truncated`` is cut in half and ``empty`` has zero bytes, and a MATLAB v7.3-style ``mat_file`` (HDF5 behind
+    the 512-byte MAT header) whose ``vote`` holds made-up counts of ``raters`` votes per image (h5py shape N×8,
+    as MATLAB's 8×N matrix reads). Deterministic for a seed; ``out`` is rewritten."""
+    out = pathlib.Path(out)
+    rng = np.random.default_rng(seed)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "images").mkdir(parents=True)
+    for n in range(1, num_images + 1):
+        h, w = rng.integers(8, 17, size=2)
+        image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
+        data = encode_jpeg(image.astype(np.uint8), quality=70)
+        data = {truncated: data[: len(data) // 2], empty: b""}.get(n, data)
+        (out / "images" / f"{n}.jpg").write_bytes(data)
+    votes = np.stack([np.bincount(rng.integers(0, 8, raters), minlength=8) for _ in range(num_images)])
+    with h5py.File(out / mat_file, "w", userblock_size=512) as f:
+        f.create_dataset("vote", data=votes.astype(np.float64)).attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 2017 HDF5 schema 1.00 ."
+    with open(out / mat_file, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
