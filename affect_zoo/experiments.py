@@ -5,6 +5,7 @@ the measured test metrics, the trivial baseline measured the same way, and how t
 recipe, commit, data split, wall time) and ``SHA256SUMS``. Long runs live in ``run_dir`` (checkpoints each epoch,
 TensorBoard logs, resume state): a run killed at any point continues with ``resume=True``.
 """
+import copy
 import datetime
 import json
 import os
@@ -64,7 +65,10 @@ def _pipeline(recipe, split_key, training, data_dir, strategy):
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,
           output_dir=zoo.SAVED_MODELS_DIR, steps_per_epoch=None, verbose=1):
     """Train an entry from its recipe; returns the card written (a dict)."""
-    recipe = recipe_or_path if isinstance(recipe_or_path, dict) else recipes.load_recipe(recipe_or_path)
+    if isinstance(recipe_or_path, dict):
+        recipe = copy.deepcopy(recipe_or_path)
+    else:
+        recipe = recipes.load_recipe(recipe_or_path)
     name, training = recipe["name"], recipe["training"]
     if epochs is not None:
         training["epochs"] = int(epochs)
@@ -87,7 +91,8 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     model.fit(train_data, validation_data=validation, epochs=training["epochs"], steps_per_epoch=steps_per_epoch,
               callbacks=standard_callbacks(str(run_dir)), verbose=verbose)
     wall = time.time() - started
-    test_split = "test" if "test" in (recipe["dataset"].get("splits") or {"test": 1}) else "validation"
+    splits = recipe["dataset"].get("splits") or {}
+    test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
     measured = evaluate(model, recipe, split=test_split, data_dir=data_dir)
     baseline = trivial_baseline(recipe, split=test_split, data_dir=data_dir)
     return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir)

@@ -6,11 +6,12 @@ is the one place that knows what each kind of target looks like.
 import dataclasses
 
 import keras
+import numpy as np
 
 from affect_zoo import losses as az_losses
 from affect_zoo import metrics as az_metrics
 from affect_zoo import metrics_multilabel as az_multilabel
-from affect_zoo.emotion import get_circle
+from affect_zoo.emotion import emotion_vector, get_circle
 from affect_zoo.layers.circle_head import CircularEmotionHead
 
 KINDS = ("classification", "binary", "distribution", "regression", "multilabel")
@@ -181,10 +182,6 @@ def named_outputs(tasks, predictions):
     one array per label (e.g. ``valence``, ``arousal``); without: ``T``. binary and multilabel: ``T``
     (probabilities). ``describe_outputs`` gives the same names with their meaning for model cards.
     """
-    import numpy as np
-
-    from affect_zoo.emotion import emotion_vector
-
     out = {}
     for task in tasks:
         value = np.asarray(predictions[task.name], dtype=np.float32)

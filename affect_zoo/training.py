@@ -286,7 +286,9 @@ def standard_callbacks(run_dir, tensorboard=True, checkpoints=True, update_freq=
 
 
 def _is_chief():
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    """The process that writes checkpoints: the "chief" task if the cluster has one, else worker 0."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = config.get("task", {})
-    return task.get("type", "worker") in ("chief",) or (task.get("index", 0) == 0 and "chief" not in
-                                                          config.get("cluster", {}))
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("index", 0) == 0

@@ -182,3 +182,22 @@ def test_sigkill_mid_epoch_resumes_from_last_finished_epoch(tmp_path):
     assert epochs == [0, 1, 2, 2, 3]  # killed during epoch 2, restarted at epoch 2, not 0
     assert sorted(os.listdir(run_dir / "checkpoints"))[-1] == "epoch_004.weights.h5"
     assert any(f.startswith("events") for _, _, fs in os.walk(run_dir / "logs") for f in fs)
+
+
+def test_tensorboard_gets_task_losses_metrics_and_balancer_weights(tmp_path):
+    from affect_zoo.training import standard_callbacks
+
+    model = tiny(balancer="dwa")
+    x, y = batch(16)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=standard_callbacks(str(tmp_path)))
+    values = {}
+    for path in (tmp_path / "logs" / "train").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    for tag in ("epoch_loss", "epoch_emotion_loss", "epoch_va_loss", "epoch_emotion_kl", "epoch_va_mae",
+                "epoch_weight_emotion", "epoch_weight_va"):
+        assert len(values.get(tag, [])) == 3, (tag, sorted(values))
+    assert values["epoch_weight_va"][:2] == [1.0, 1.0] and values["epoch_weight_va"][2] != 1.0  # DWA's 3rd epoch
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_001.weights.h5", "epoch_002.weights.h5", "epoch_003.weights.h5"]
