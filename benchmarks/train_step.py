@@ -9,6 +9,7 @@ of them alike. Prints a table and writes JSON with the ratios of median step tim
 ``recalibration_overhead``.
 
     python benchmarks/train_step.py [--backbone resnet50] [--size 112] [--batch 8] [--steps 20]
+                                    [--depth K] [--weights hed] [--alpha 0.35]
 """
 import argparse
 import json
@@ -34,6 +35,7 @@ TASKS = [Task("va", "regression", 2, branch=0, labels=("valence", "arousal"), ta
 
 def make(architecture, backbone, size, **options):
     keras.utils.set_random_seed(0)
+    options = {k: v for k, v in options.items() if v is not None}
     network = multitask.build(architecture, backbone, TASKS, (size, size, 3), **options)
     model = MultiTaskModel(network, tasks=TASKS)
     model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
@@ -47,6 +49,9 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--depth", type=int, help="keep the first K backbone stages")
+    parser.add_argument("--weights", help="backbone init, e.g. hed (vgg16)")
+    parser.add_argument("--alpha", type=float, help="MobileNetV2 width")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
 
@@ -54,10 +59,11 @@ def main():
     x = tf.constant(rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32"))
     y = {"va": tf.constant(rng.uniform(1, 9, (args.batch, 2)).astype("float32")),
          "emotion": tf.constant(rng.dirichlet(np.ones(7), args.batch).astype("float32"))}
+    common = {"depth": args.depth, "weights": args.weights, "alpha": args.alpha}
     variants = {
-        "two_single": make("single", args.backbone, args.size),
-        "afi": make("afi", args.backbone, args.size, recalibrate=False),
-        "afi_recalibrated": make("afi", args.backbone, args.size, recalibrate=True),
+        "two_single": make("single", args.backbone, args.size, **common),
+        "afi": make("afi", args.backbone, args.size, recalibrate=False, **common),
+        "afi_recalibrated": make("afi", args.backbone, args.size, recalibrate=True, **common),
     }
     trace_s = {}
     for name, model in variants.items():
@@ -73,7 +79,7 @@ def main():
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
-        "backbone": args.backbone, "size": args.size, "batch": args.batch, "steps": args.steps,
+        "backbone": args.backbone, "size": args.size, "batch": args.batch, "steps": args.steps, **common,
         "median_step_s": median, "warmup_s": trace_s,
         "params": {name: int(m.count_params()) for name, m in variants.items()},
         "afi_over_two_single": median["afi_recalibrated"] / median["two_single"],
@@ -81,7 +87,8 @@ def main():
         "recalibration_overhead": median["afi_recalibrated"] / median["afi"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
     }
-    print(f"{args.backbone} at {args.size} px, batch {args.batch}, {args.steps} timed steps each (round-robin)")
+    print(f"{args.backbone} {common} at {args.size} px, batch {args.batch}, {args.steps} timed steps each "
+          "(round-robin)")
     print(f"{'variant':20s} {'median step (s)':>16s} {'params':>12s}")
     for name in variants:
         print(f"{name:20s} {median[name]:16.4f} {result['params'][name]:12,d}")
