@@ -68,6 +68,28 @@ def test_depth_keeps_the_first_stages():
         multitask.build("single", "vgg16", TASKS, SHAPE, depth=6)
 
 
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_head_norm_standardises_the_pooled_features(norm):
+    model = build("hard_share", head_norm=norm)
+    pooled = keras.Model(model.input, [model.get_layer("shared_pool").output,
+                                       model.get_layer("shared_head_norm").output])
+    raw, normed = (np.asarray(t) for t in pooled(images(8) * 1.0, training=True))
+    axis = 0 if norm == "batch" else 1
+    expected = (raw - raw.mean(axis, keepdims=True)) / np.sqrt(raw.var(axis, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(normed, expected, rtol=1e-3, atol=1e-3)
+    assert "shared_head_norm" not in [layer.name for layer in build("hard_share").layers]
+    with pytest.raises(ValueError, match="head_norm must be one of"):
+        build("hard_share", head_norm="group")
+
+
+def test_regression_head_starts_near_the_middle_of_its_range():
+    features = keras.Input((256,))
+    head = keras.Model(features, TASKS[0].head(features))
+    out = np.asarray(head(np.random.default_rng(0).standard_normal((512, 256)).astype("float32")))
+    assert abs(out.mean() - 5.0) < 0.1
+    assert out.std() < 0.6  # Glorot would give ~5.6 label units on these unit-variance features
+
+
 def cross_gradient(model):
     """Gradient of the branch-0 task's output w.r.t. the branch-1 backbone's variables."""
     e_vars = [v for v in model.trainable_variables if v.path.startswith("e_")]

@@ -15,13 +15,14 @@ class CircularEmotionHead(keras.layers.Layer):
     takes logs of the distribution and the angle needs the precision.
 
     circle: "mikels8", "emotion6", or an `EmotionCircle` (stored in the config by name if built in, else by its
-    fields).
+    fields). kernel_initializer: of the logits layer.
     """
 
-    def __init__(self, circle="mikels8", **kwargs):
+    def __init__(self, circle="mikels8", kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.circle = get_circle(circle)
-        self.logits = keras.layers.Dense(self.circle.size, name="logits")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.logits = keras.layers.Dense(self.circle.size, kernel_initializer=self.kernel_initializer, name="logits")
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -37,4 +38,5 @@ class CircularEmotionHead(keras.layers.Layer):
         return {"distribution": distribution, "polarity": polarity, "angle": angle, "intensity": intensity}
 
     def get_config(self):
-        return {**super().get_config(), "circle": serialize_circle(self.circle)}
+        return {**super().get_config(), "circle": serialize_circle(self.circle),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}

@@ -19,6 +19,7 @@ from affect_zoo.tasks import as_tasks
 
 ARCHITECTURES = ("afi", "single", "hard_share", "cross_stitch", "nddr")
 SITE_CHOICES = ("all", "shallow", "deep")
+HEAD_NORMS = (None, "batch", "layer")
 
 
 def interaction_sites(num_stages, stages="all"):
@@ -41,7 +42,7 @@ def interaction_sites(num_stages, stages="all"):
 
 def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=None, stages="all",
           pooling="both", reduction=16, recalibrate=False, temperature=1.0, dropout=0.0, synchronized_bn=False,
-          alpha=None, depth=None, name=None):
+          alpha=None, depth=None, head_norm=None, name=None):
     """Build a multi-task network (see the module docstring); returns a functional keras.Model.
 
     Args:
@@ -57,7 +58,13 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         alpha: MobileNetV2 width.
         depth: keep only the first ``depth`` stages of the backbone (e.g. 3 VGG16 blocks: a pretrained init
             whose two branches fit a small weights budget); sites then count within those stages.
+        head_norm: None, "batch" or "layer": normalise the pooled features before the heads. Pretrained conv
+            features can be large (HED's VGG16 block 3 pools to a norm of ~225 vs ~28 from scratch): a fresh
+            head on them starts with outputs tens of label units off and its first updates wreck the
+            backbone. "batch" follows ``synchronized_bn``; "layer" needs no cross-replica statistics.
     """
+    if head_norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {head_norm!r}")
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     tasks = as_tasks(tasks)
@@ -75,7 +82,7 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         out = x
         for stage in trunk:
             out = stage(out)
-        features = {0: _pool(out, dropout, "shared"), 1: None}
+        features = {0: _pool(out, dropout, "shared", head_norm, synchronized_bn), 1: None}
         features[1] = features[0]
         return _with_heads(images, tasks, features, head_name)
     made = {b: _truncated(backbones.build_stages(backbone, input_shape, weights, name_prefix=f"{'ae'[b]}_",
@@ -88,7 +95,7 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
             layer = _interaction(architecture, f"interaction_{index + 1}", pooling, reduction, recalibrate,
                                  temperature, synchronized_bn)
             outs[0], outs[1] = layer([outs[0], outs[1]])
-    features = {b: _pool(outs[b], dropout, "ae"[b]) for b in branches}
+    features = {b: _pool(outs[b], dropout, "ae"[b], head_norm, synchronized_bn) for b in branches}
     return _with_heads(images, tasks, features, head_name)
 
 
@@ -109,8 +116,12 @@ def _interaction(architecture, name, pooling, reduction, recalibrate, temperatur
     return NDDR(synchronized_bn=synchronized_bn, name=name)
 
 
-def _pool(x, dropout, prefix):
+def _pool(x, dropout, prefix, norm, synchronized_bn):
     x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}_pool")(x)
+    if norm == "batch":
+        x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name=f"{prefix}_head_norm")(x)
+    elif norm == "layer":
+        x = keras.layers.LayerNormalization(name=f"{prefix}_head_norm")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout")(x)
     return x
