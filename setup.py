@@ -1,6 +1,8 @@
 """affect_zoo: a Keras 3 / TensorFlow model zoo for image affect (aesthetics and emotion)."""
 from setuptools import find_packages, setup
 
+DATA = ("recipes", "saved_models")
+
 setup(
     name="affect_zoo",
     version="0.1.0",
@@ -8,8 +10,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["affect_zoo", "affect_zoo.*"]),
-    include_package_data=True,
+    # recipes/ and saved_models/ stay top-level in the repository (where training writes) and ship inside the
+    # wheel as affect_zoo/_data/ so that a non-editable install can load the shipped entries.
+    packages=find_packages(include=["affect_zoo", "affect_zoo.*"]) + [f"affect_zoo._data.{d}" for d in DATA],
+    package_dir={f"affect_zoo._data.{d}": d for d in DATA},
+    package_data={"affect_zoo._data.recipes": ["*.yaml"], "affect_zoo._data.saved_models": ["*/*"]},
     install_requires=[
         # The full package: tensorflow-serving-api requires it (not tensorflow-cpu).
         "tensorflow>=2.21,<2.22",

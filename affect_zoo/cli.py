@@ -74,6 +74,9 @@ def cmd_predict(args):
             for key, value in out.items():
                 if key != "errors":
                     row[key] = value[i]
+            for task in model.tasks:  # a distribution reads better in JSON as {emotion name: probability}
+                if task.kind in ("classification", "distribution") and task.labels:
+                    row[task.name] = dict(zip(task.labels, row[task.name]))
             results.append(row)
         bar.add(len(chunk))
     if args.json:
@@ -84,7 +87,7 @@ def cmd_predict(args):
             continue
         parts = []
         for key, value in row.items():
-            if key == "image" or np.ndim(value) > 0:
+            if key == "image" or isinstance(value, dict) or np.ndim(value) > 0:
                 continue
             parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
         print(f"{row['image']}: {' '.join(parts)}")
@@ -165,7 +168,7 @@ def parser():
     s = sub.add_parser("train", help="train an entry from its recipe")
     s.add_argument("recipe", help="recipes/<name>.yaml or an entry name")
     s.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="override the recipe's epochs (with phases: cap each phase)")
     s.add_argument("--data-dir", help="where the TFDS datasets are built")
     s.add_argument("--run-dir", help="checkpoints, logs and resume state (default runs/<name>)")
     s.add_argument("--output-dir", help="where to write <name>/ with weights and card (default saved_models/)")

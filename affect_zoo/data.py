@@ -5,7 +5,12 @@ RGB float32 in [0, 255] at the model's input size; training, ``affect_zoo.predic
 signature all resize with ``resize_for_model``, so an image is seen the same way everywhere.
 
 Which feature feeds which task is data (``DEFAULT_TARGETS``, or a recipe's ``dataset.targets``): task name →
-feature keys, stacked on the last axis, so Emotion6's ``valence`` and ``arousal`` become one (2,) target.
+feature keys, stacked on the last axis, so Emotion6's ``valence`` and ``arousal`` become one (2,) target. So is which
+labels to leave out (a recipe's ``dataset.ignore``): task name → a boolean mask feature, whose true entries become
+``-1`` in the multi-label target (VOC2007's ``difficult``), which the masked loss and mAP skip.
+
+Models whose input is more than the image (mmemo: image, text, tags) use ``make_example_pipeline``: the same image
+views, then a function of the whole example gives ``(x, y, sample_weight)``.
 
 Augmentation (training only) is mild on purpose: aesthetics depend on composition, so the random crop keeps at
 least ``MIN_CROP_AREA`` of the image. Crop and flip use stateless ops with a per-image seed drawn from the
@@ -22,6 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from affect_zoo.backbones import preprocess_input, preprocessing_mode
+from affect_zoo.metrics_multilabel import ignore_targets
 from affect_zoo.tasks import as_tasks
 
 DEFAULT_TARGETS = {
@@ -33,6 +39,8 @@ DEFAULT_TARGETS = {
     "voc2007": {"labels": ["labels"]},
     "mirflickr25k": {"labels": ["labels"]},
 }
+#: the datasets tfds_builders/ builds (from manual files), as opposed to TFDS catalogue datasets
+OUR_BUILDERS = (*DEFAULT_TARGETS, "affect_multimodal")
 IMAGE_KEY = "image"
 MIN_CROP_AREA = 0.8
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
@@ -86,10 +94,21 @@ def load_split(name_or_dir, split, data_dir=None, config=None):
     under ``data_dir`` (TFDS' default when None). Images stay encoded so that ``make_pipeline`` can decode only
     the random crop in training. A dataset that is not built yet → ValueError with the command that builds it.
     """
+    return _builder(name_or_dir, data_dir, config).as_dataset(split=split,
+                                                              decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
+
+
+def load_metadata(name_or_dir, data_dir=None, config=None):
+    """The ``info.metadata`` of a built dataset (found as ``load_split`` finds it): what a builder recorded at
+    prepare time, e.g. affect_multimodal's vocabularies, which fix the sizes of mmemo's network."""
+    return _builder(name_or_dir, data_dir, config).info.metadata
+
+
+def _builder(name_or_dir, data_dir, config):
     path = os.path.expanduser(str(name_or_dir))
     if os.path.isdir(path) or path.startswith(("/", ".", "~")):
         if not os.path.isfile(os.path.join(path, "dataset_info.json")):
-            name = next((part for part in reversed(path.split(os.sep)) if part in DEFAULT_TARGETS), "<name>")
+            name = next((part for part in reversed(path.split(os.sep)) if part in OUR_BUILDERS), "<name>")
             raise ValueError(f"no built dataset at {path} (no dataset_info.json); build it with "
                              f"{_build_command(name, None, '<data_dir>')} and pass "
                              f"<data_dir>/{name}/[<config>/]<version>")
@@ -105,20 +124,20 @@ def load_split(name_or_dir, split, data_dir=None, config=None):
             where = os.path.join(data_dir or tfds.core.constants.DATA_DIR, *name.split("/"))
             raise ValueError(f"dataset {name!r} is not built under {where}; build it with "
                              f"{_build_command(base, config, data_dir or '<data_dir>')}") from None
-    return builder.as_dataset(split=split, decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
+    return builder
 
 
 def _build_command(name, config, data_dir):
     """The command that builds a dataset: ours from tfds_builders/ with their manual files, others by name."""
     option = f" --config {config}" if config else ""
-    if name not in DEFAULT_TARGETS and name != "<name>":
+    if name not in OUR_BUILDERS and name != "<name>":
         return f"`tfds build {name} --data_dir={data_dir}{option}`"
     return (f"`tfds build tfds_builders/{name} --manual_dir=<the {name} files> --data_dir={data_dir}{option}` "
             f"(see tfds_builders/README.md)")
 
 
 def make_pipeline(dataset, tasks, image_size, batch_size, training, targets=None, augment=None,
-                  shuffle_buffer=1024, seed=None, drop_remainder=None, cache=False, normalize=None):
+                  shuffle_buffer=1024, seed=None, drop_remainder=None, cache=False, normalize=None, ignore=None):
     """Examples → batched, prefetched ``(images, {task name: target})`` for ``MultiTaskModel.fit``/``evaluate``.
 
     Args:
@@ -143,6 +162,9 @@ def make_pipeline(dataset, tasks, image_size, batch_size, training, targets=None
             evaluation (everything before the random part; float32, 0.6 MB an image at 224 px).
         normalize: a backbone name: images go through ``backbones.preprocess_input`` for models that do not
             normalise themselves (zoo models do; leave None for them).
+        ignore: task name → a boolean feature of the task's shape (a recipe's ``dataset.ignore``): the task's
+            target is ``-1`` where it is true (``metrics_multilabel.ignore_targets``), so that label of that sample
+            is left out of the masked loss and of mAP. Multilabel tasks only.
 
     Targets are float32, classification labels int32. A target whose shape does not fit its task raises a
     ValueError here, from the dataset's element_spec, rather than at the first training step.
@@ -153,38 +175,70 @@ def make_pipeline(dataset, tasks, image_size, batch_size, training, targets=None
     if not isinstance(spec, dict) or IMAGE_KEY not in spec:
         raise ValueError(f"dataset elements must be dicts with an {IMAGE_KEY!r} feature, got {spec}")
     mapping = _target_mapping(targets, tasks, spec)
-    options = _augment_options(augment) if training else None
+    masks = _ignore_mapping(ignore, tasks, spec)
     if normalize is not None:
         preprocessing_mode(normalize)
     if drop_remainder is None:
         drop_remainder = tf.distribute.get_strategy().num_replicas_in_sync > 1
 
+    def target(task, example):
+        value = _target(task, [example[k] for k in mapping[task.name]])
+        return ignore_targets(value, example[masks[task.name]]) if task.name in masks else value
+
     def select(example):
-        return example[IMAGE_KEY], {t.name: _target(t, [example[k] for k in mapping[t.name]]) for t in tasks}
+        return example[IMAGE_KEY], {t.name: target(t, example) for t in tasks}
 
     ds = dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
     for task in tasks:
         _check_target(task, ds.element_spec[1][task.name], mapping[task.name])
-    if training:
-        ds = _cached(ds, cache)
-        if shuffle_buffer:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda pair, s: (_training_view(pair[0], s, image_size, options), pair[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-        if options["randaugment"]:
-            rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
-            ds = ds.map(lambda x, y: (tf.clip_by_value(rand_augment(x), 0.0, 255.0), y),
-                        num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda image, y: (resize_for_model(_decode(image), image_size), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        ds = _cached(ds, cache)
+    ds = _image_views(ds, image_size, training, augment, shuffle_buffer, seed, cache)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if normalize is not None:
         ds = ds.map(lambda x, y: (preprocess_input(normalize, x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_example_pipeline(dataset, example_fn, image_size, batch_size, training, augment=None,
+                          shuffle_buffer=1024, seed=None, drop_remainder=None, cache=False):
+    """Examples → batched ``example_fn(example)`` for models whose input is more than the image (mmemo).
+
+    The image gets exactly ``make_pipeline``'s view (training: seeded crop, flip, optional RandAugment; else the
+    whole image resized), as float32 (h, w, 3) in [0, 255] under ``image``; ``example_fn`` then maps the whole
+    example dict to ``(x, y)`` or ``(x, y, sample_weight)`` (e.g. ``mmemo.training_example``). The other arguments
+    are ``make_pipeline``'s.
+    """
+    image_size = tuple(int(s) for s in image_size)
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or IMAGE_KEY not in spec:
+        raise ValueError(f"dataset elements must be dicts with an {IMAGE_KEY!r} feature, got {spec}")
+    if drop_remainder is None:
+        drop_remainder = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    ds = dataset.map(lambda example: (example[IMAGE_KEY], {k: v for k, v in example.items() if k != IMAGE_KEY}),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _image_views(ds, image_size, training, augment, shuffle_buffer, seed, cache)
+    ds = ds.map(lambda image, rest: example_fn({**rest, IMAGE_KEY: image}), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _image_views(ds, image_size, training, augment, shuffle_buffer, seed, cache):
+    """(encoded image, anything) pairs → (the image as the model sees it, the same thing); see ``make_pipeline``."""
+    if not training:
+        ds = ds.map(lambda image, y: (resize_for_model(_decode(image), image_size), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return _cached(ds, cache)
+    options = _augment_options(augment)
+    ds = _cached(ds, cache)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda pair, s: (_training_view(pair[0], s, image_size, options), pair[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    if options["randaugment"]:
+        rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
+        ds = ds.map(lambda x, y: (tf.clip_by_value(rand_augment(x), 0.0, 255.0), y),
+                    num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
+    return ds
 
 
 def _cached(ds, cache):
@@ -220,6 +274,27 @@ def _target_mapping(targets, tasks, spec):
                                  f"number")
         mapping[task.name] = keys
     return mapping
+
+
+def _ignore_mapping(ignore, tasks, spec):
+    """task name → the mask feature whose true entries make that task's target -1, checked against the data."""
+    by_name = {t.name: t for t in tasks}
+    out = {}
+    for name, key in (ignore or {}).items():
+        task = by_name.get(name)
+        if task is None:
+            raise ValueError(f"ignore names task {name!r}, which is not one of {sorted(by_name)}")
+        if task.kind != "multilabel":
+            raise ValueError(f"ignore: task {name!r} is {task.kind}; only multilabel targets can mark labels "
+                             f"ignored (-1)")
+        if not isinstance(key, str) or key not in spec or key == IMAGE_KEY:
+            raise ValueError(f"ignore: task {name!r}: mask feature {key!r} is not in the dataset, whose features "
+                             f"are {sorted(k for k in spec if k != IMAGE_KEY)}")
+        if not (spec[key].dtype.is_bool or spec[key].dtype.is_integer) or tuple(spec[key].shape) != (task.size,):
+            raise ValueError(f"ignore: task {name!r}: mask feature {key!r} is {spec[key].dtype.name} "
+                             f"{tuple(spec[key].shape)}, expected a boolean ({task.size},) mask")
+        out[name] = key
+    return out
 
 
 def _target(task, values):

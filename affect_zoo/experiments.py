@@ -4,6 +4,19 @@ Training writes, per entry, ``<output_dir>/<name>/``: ``<name>.weights.h5``, ``c
 the measured test metrics, the trivial baseline measured the same way, and how the weights were produced:
 recipe, commit, data split, wall time) and ``SHA256SUMS``. Long runs live in ``run_dir`` (checkpoints each epoch,
 TensorBoard logs, resume state): a run killed at any point continues with ``resume=True``.
+
+Families differ in how they train, all as data in the recipe:
+
+- ``multitask``: one ``fit`` of all tasks.
+- ``semdep`` with ``training.phases``: one ``fit`` per stage, in order, each in ``run_dir/phase_<k>_<name>/``
+  (see ``train``); the entry is the network after the last stage, evaluated on the recipe's task.
+- ``mmemo``: the inputs (image, text, tags, presence flags), targets and per-classifier sample weights come from
+  ``mmemo.training_example``, and the network is sized by the dataset's ``info.metadata`` (vocabularies, sequence
+  lengths). Those sizes are written to the card as ``produced.network_options`` (``zoo.load`` rebuilds the
+  network with them) and the vocabularies beside the weights (``text_vocabulary.txt``, ``tags_vocabulary.txt``,
+  one token per line in id order, ``affect_zoo.text.Vocabulary.load``), so new posts can be encoded without the
+  dataset. A classifier is evaluated on the test samples that have all of its modalities (``samples`` says how
+  many), and ``prediction`` (the classifier of exactly the present modalities) on all of them.
 """
 import copy
 import datetime
@@ -18,10 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import data, metrics, recipes, zoo
-from affect_zoo.models import copy_weights_by_name
-from affect_zoo.tasks import as_tasks
+from affect_zoo import data, metrics, metrics_multilabel, recipes, zoo
+from affect_zoo.models import copy_weights_by_name, mmemo, semdep
+from affect_zoo.tasks import Task, as_tasks
 from affect_zoo.training import make_strategy, standard_callbacks
+
+PHASE_DONE = "phase_done.json"
+PHASE_WEIGHTS = "network.weights.h5"
+MMEMO_PREDICTION = "prediction"
 
 
 def optimizer_from_recipe(training, steps_per_epoch):
@@ -54,26 +71,60 @@ def _pipeline(recipe, split_key, training, data_dir, strategy):
     source = data.load_split(dataset["name"], split, data_dir=data_dir or dataset.get("data_dir"),
                              config=dataset.get("config"))
     replicas = strategy.num_replicas_in_sync
+    size = tuple(recipe["model"].get("input_size", (224, 224)))
+    common = dict(augment=recipe["training"].get("augment") if training else False,
+                  seed=recipe["training"].get("seed", 0), drop_remainder=replicas > 1)
+    if recipe["model"]["family"] == "mmemo":
+        _check_mmemo_dataset(recipe)
+        return data.make_example_pipeline(source, _mmemo_example, size, recipe["training"]["batch_size"],
+                                          training=training, **common)
     return data.make_pipeline(
-        source, as_tasks(recipe["tasks"]), tuple(recipe["model"].get("input_size", (224, 224))),
-        recipe["training"]["batch_size"], training=training,
-        targets=dataset.get("targets") or dataset["name"],
-        augment=recipe["training"].get("augment") if training else False,
-        seed=recipe["training"].get("seed", 0), drop_remainder=replicas > 1)
+        source, as_tasks(recipe["tasks"]), size, recipe["training"]["batch_size"], training=training,
+        targets=dataset.get("targets") or dataset["name"], ignore=dataset.get("ignore"), **common)
+
+
+def _mmemo_example(example):
+    """mmemo's ``(x, y, sample_weight)`` of an example whose image is already the model's view; an absent image
+    (the builder stores a black placeholder) is exactly zeros, as ``mmemo.encode_records`` feeds it."""
+    present = tf.cast(example["image_present"], tf.float32)
+    return mmemo.training_example({**example, "image": example["image"] * present})
+
+
+def _check_mmemo_dataset(recipe):
+    """mmemo's targets are fixed by ``mmemo.training_example`` (the label, for every classifier): a recipe that
+    says otherwise would be silently ignored, so it is an error."""
+    dataset = recipe["dataset"]
+    if dataset.get("ignore"):
+        raise recipes.RecipeError("dataset.ignore: the mmemo family has no multilabel target to ignore labels of")
+    for task, keys in (dataset.get("targets") or {}).items():
+        if ([keys] if isinstance(keys, str) else list(keys)) != ["label"]:
+            raise recipes.RecipeError(f"dataset.targets.{task}: mmemo trains every classifier on the example's "
+                                      f"label (mmemo.training_example); got {keys!r}")
 
 
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,
           output_dir=zoo.SAVED_MODELS_DIR, steps_per_epoch=None, verbose=1):
-    """Train an entry from its recipe; returns the card written (a dict)."""
+    """Train an entry from its recipe; returns the card written (a dict).
+
+    epochs: overrides ``training.epochs``. With ``training.phases`` it caps every phase at that many epochs
+        instead, so a short run still goes through each stage in order.
+    resume: continue the run in ``run_dir`` (without it, a ``run_dir`` holding an earlier run's state is an error).
+        A phased run keeps each stage in ``run_dir/phase_<k>_<name>/``, with its own resume state and, once the
+        stage has finished, the network's weights and a ``phase_done.json`` marker: finished stages are skipped
+        (their weights loaded), a stage killed midway continues from its last finished epoch.
+    """
     if isinstance(recipe_or_path, dict):
         recipe = copy.deepcopy(recipe_or_path)
     else:
         recipe = recipes.load_recipe(recipe_or_path)
     name, training = recipe["name"], recipe["training"]
-    if epochs is not None:
-        training["epochs"] = int(epochs)
+    phases = _phases(recipe)
+    for phase in phases or ():
+        phase["epochs"] = phase["epochs"] if epochs is None else min(phase["epochs"], int(epochs))
+    if phases or epochs is not None:
+        training["epochs"] = sum(p["epochs"] for p in phases) if phases else int(epochs)
     run_dir = pathlib.Path(run_dir or os.path.join("runs", name))
-    if (run_dir / "backup").exists() and not resume:
+    if ((run_dir / "backup").exists() or any(run_dir.glob("phase_*"))) and not resume:
         raise FileExistsError(f"{run_dir} holds the state of an earlier run: pass --resume to continue it, or "
                               f"choose another --run-dir (nothing was overwritten)")
     keras.utils.set_random_seed(training.get("seed", 0))
@@ -84,24 +135,115 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     validation = _pipeline(recipe, "validation", False, data_dir, strategy) if has_validation else None
     steps = steps_per_epoch or int(train_data.cardinality())
     with strategy.scope():
-        model = zoo.model_from_recipe(recipe, backbone_weights=recipe["model"].get("weights"))
+        model, network_options, assets = _model(recipe, data_dir)
         if recipe.get("init"):
             _initialise(model, recipe["init"])
-        model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
-    model.fit(train_data, validation_data=validation, epochs=training["epochs"], steps_per_epoch=steps_per_epoch,
-              callbacks=standard_callbacks(str(run_dir)), verbose=verbose)
+    produced = {"network_options": network_options} if network_options else {}
+    if phases:
+        produced["phases"] = _train_phases(model, recipe, phases, train_data, validation, run_dir,
+                                           steps_per_epoch, steps, strategy, verbose)
+    else:
+        with strategy.scope():
+            model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
+        model.fit(train_data, validation_data=validation, epochs=training["epochs"],
+                  steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(run_dir)), verbose=verbose)
     wall = time.time() - started
     splits = recipe["dataset"].get("splits") or {}
     test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
     measured = evaluate(model, recipe, split=test_split, data_dir=data_dir)
     baseline = trivial_baseline(recipe, split=test_split, data_dir=data_dir)
-    return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir)
+    return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir,
+                       produced=produced, assets=assets)
+
+
+def _model(recipe, data_dir):
+    """The untrained model of a recipe, the network options its dataset fixed (for the card; {} unless mmemo) and
+    the files to ship beside the weights ({filename: text})."""
+    spec = recipe["model"]
+    if spec["family"] != "mmemo":
+        return zoo.model_from_recipe(recipe, backbone_weights=spec.get("weights")), {}, {}
+    dataset = recipe["dataset"]
+    metadata = data.load_metadata(dataset["name"], data_dir=data_dir or dataset.get("data_dir"),
+                                  config=dataset.get("config"))
+    classes = list(metadata["classes"])
+    for i, task in enumerate(recipe["tasks"]):
+        if task.get("size") != len(classes):
+            raise recipes.RecipeError(f"tasks[{i}].size: {task.get('size')}, but dataset {dataset['name']!r} has "
+                                      f"{len(classes)} classes ({', '.join(classes)})")
+    fixed = mmemo.dataset_options(metadata)
+    options = dict(spec.get("options") or {})
+    clash = sorted(set(options) & set(fixed))
+    if clash:
+        raise recipes.RecipeError(f"model.options.{clash[0]}: mmemo takes it from the dataset's metadata; remove it")
+    size = tuple(spec.get("input_size", (224, 224)))
+    network = mmemo.build_for_dataset(spec["backbone"], metadata, (*size, 3), weights=spec.get("weights"),
+                                      **options)
+    # The trained embedding is in the weights: a rebuild needs its width, not the word-vector file.
+    network_options = {**fixed, "text_embedding_dim": int(network.get_layer("text_embedding").output_dim),
+                       "word_vectors": None}
+    assets = {f"{kind}_vocabulary.txt": "\n".join(metadata[f"{kind}_vocabulary"]) + "\n"
+              for kind in ("text", "tags")}
+    return zoo.multitask_model(recipe, network), network_options, assets
+
+
+def _phases(recipe):
+    """The recipe's training phases, checked against semdep's stages (a copy), or None."""
+    phases = copy.deepcopy(recipe["training"].get("phases"))
+    if not phases:
+        return None
+    family = recipe["model"]["family"]
+    if family != "semdep":
+        raise recipes.RecipeError(f"training.phases: only the semdep family trains in phases, not {family!r}")
+    for i, phase in enumerate(phases):
+        if phase["name"] not in semdep.PHASE_NAMES:
+            raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase['name']!r}; semdep's "
+                                      f"phases are {', '.join(semdep.PHASE_NAMES)}")
+        parts = semdep.PHASES[semdep.PHASE_NAMES[phase["name"]]]
+        if "trainable" in phase and sorted(phase["trainable"]) != sorted(parts):
+            raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase['name']!r} trains "
+                                      f"{list(parts)}, the recipe says {phase['trainable']}")
+    return phases
+
+
+def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
+                  verbose):
+    """Train the model's semdep network stage by stage (see ``train``); returns, per phase, what it did."""
+    network, training = model.network, recipe["training"]
+    task = as_tasks(recipe["tasks"])[0]
+    done = []
+    for k, phase in enumerate(phases, start=1):
+        folder = run_dir / f"phase_{k}_{phase['name']}"
+        tasks = semdep.phase_tasks(task, phase["name"])
+        rate = float(phase.get("learning_rate", training["optimizer"].get("learning_rate", 1e-3)))
+        record = {"name": phase["name"], "epochs": phase["epochs"], "learning_rate": rate, "output": tasks[0].name,
+                  "skipped": (folder / PHASE_DONE).is_file()}
+        if record["skipped"]:  # finished by an earlier run: start the next phase from its weights
+            network.load_weights(str(folder / PHASE_WEIGHTS))
+            done.append(record)
+            continue
+        semdep.phase_trainable(network, phase["name"])
+
+        def rename(x, y, name=phase["name"]):
+            return x, semdep.phase_targets(y, task.name, name)
+
+        stage_training = {**training, "epochs": phase["epochs"],
+                          "optimizer": {**training["optimizer"], "learning_rate": rate}}
+        with strategy.scope():
+            stage = zoo.multitask_model(recipe, network, tasks=tasks)
+            stage.compile(optimizer=optimizer_from_recipe(stage_training, max(1, steps)))
+        stage.fit(train_data.map(rename), validation_data=validation.map(rename) if validation else None,
+                  epochs=phase["epochs"], steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
+                  verbose=verbose)
+        network.save_weights(str(folder / PHASE_WEIGHTS))
+        (folder / PHASE_DONE).write_text(json.dumps({**record, "phase": k, "finished": time.time()}) + "\n")
+        done.append(record)
+    return done
 
 
 def _initialise(model, init):
     """Fine-tuning: start from another entry's weights (copied by layer name) or a weights file."""
     if pathlib.Path(init).suffix == ".h5":
-        model.load_weights(init)
+        model.network.load_weights(init)
         return
     source = zoo.load(init)
     copied = copy_weights_by_name(source.network, model.network)
@@ -110,24 +252,56 @@ def _initialise(model, init):
 
 
 def predictions_and_targets(model, recipe, split, data_dir=None):
-    """Model outputs and targets over a whole split, as NumPy dicts keyed by task name."""
-    pipeline = _pipeline(recipe, split, False, data_dir, tf.distribute.get_strategy())
+    """Model outputs and targets over a whole split, as NumPy dicts keyed by task name.
+
+    A task's rows are the samples it applies to: all of them, except where the pipeline gives per-task sample
+    weights (mmemo: a classifier applies to the samples that have all of its modalities), whose zero-weight
+    samples are left out. mmemo's ``prediction`` output is included as one more task (every sample, the label).
+    """
+    tasks = _evaluated_tasks(recipe, model.tasks)
     outputs, targets = {}, {}
-    for x, y in pipeline:
+    for x, y, rows in _batches(recipe, split, data_dir):
         batch = model(x, training=False)
-        for task in model.tasks:
-            outputs.setdefault(task.name, []).append(np.asarray(batch[task.name]))
-            targets.setdefault(task.name, []).append(np.asarray(y[task.name]))
+        for task in tasks:
+            outputs.setdefault(task.name, []).append(np.asarray(batch[task.name])[rows[task.name]])
+            targets.setdefault(task.name, []).append(y[task.name][rows[task.name]])
     return ({k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in targets.items()})
+
+
+def _evaluated_tasks(recipe, tasks):
+    """The tasks measured on a test split: the model's, plus mmemo's ``prediction`` (not trained, so no task)."""
+    tasks = list(tasks)
+    if recipe["model"]["family"] == "mmemo":
+        tasks.append(Task(MMEMO_PREDICTION, "classification", tasks[0].size, labels=tasks[0].labels))
+    return tasks
+
+
+def _batches(recipe, split, data_dir):
+    """``(x, targets, rows)`` per batch of a split's evaluation pipeline, targets as NumPy and ``rows[task]`` the
+    boolean mask of the samples the task applies to (non-zero sample weight)."""
+    mmemo_family = recipe["model"]["family"] == "mmemo"
+    for element in _pipeline(recipe, split, False, data_dir, tf.distribute.get_strategy()):
+        x, y, weights = keras.utils.unpack_x_y_sample_weight(element)
+        y = {k: np.asarray(v) for k, v in y.items()}
+        every = np.ones(len(next(iter(y.values()))), bool)
+        rows = {k: every if weights is None else np.asarray(weights[k]) > 0 for k in y}
+        if mmemo_family:
+            y[MMEMO_PREDICTION], rows[MMEMO_PREDICTION] = y[mmemo.OUTPUT_NAMES[-1]], every
+        yield x, y, rows
 
 
 def task_metrics(tasks, outputs, targets):
     """Test metrics per task: the LDL measures for distributions, MAE and Pearson r per regression label,
-    accuracy for classification and binary tasks."""
+    accuracy (and on how many samples) for classification, accuracy for binary tasks, mAP (exact and VOC2007's
+    11-point, ignored ``-1`` labels left out) for multilabel tasks."""
     result = {}
     for task in tasks:
         p, t = outputs[task.name], targets[task.name]
-        if task.kind == "distribution":
+        if task.kind == "multilabel":
+            result[task.name] = {
+                "map": float(metrics_multilabel.mean_average_precision(t, p)),
+                "map_11point": float(metrics_multilabel.mean_average_precision(t, p, method="11point"))}
+        elif task.kind == "distribution":
             result[task.name] = metrics.distribution_metrics(t, p)
         elif task.kind == "regression":
             labels = task.labels or [task.name]
@@ -136,7 +310,9 @@ def task_metrics(tasks, outputs, targets):
                 result[label] = {"mae": float(metrics.mae(t2[:, i], p2[:, i])),
                                  "pearson_r": float(metrics.pearson_r(t2[:, i], p2[:, i]))}
         elif task.kind == "classification":
-            result[task.name] = {"accuracy": float(np.mean(np.argmax(p, -1) == t.reshape(-1)))}
+            hits = np.argmax(p, -1) == t.reshape(-1)
+            result[task.name] = {"accuracy": float(hits.mean()) if len(hits) else float("nan"),
+                                 "samples": int(len(hits))}
         elif task.kind == "binary":
             result[task.name] = {"accuracy": float(np.mean((p.reshape(-1) > 0.5) == (t.reshape(-1) > 0.5)))}
     return result
@@ -147,13 +323,14 @@ def evaluate(model_or_name, recipe=None, split="test", data_dir=None):
     model = zoo.load(model_or_name) if isinstance(model_or_name, str) else model_or_name
     recipe = recipe or recipes.load_recipe(model_or_name if isinstance(model_or_name, str) else model.name)
     outputs, targets = predictions_and_targets(model, recipe, split, data_dir)
-    return task_metrics(model.tasks, outputs, targets)
+    return task_metrics(_evaluated_tasks(recipe, model.tasks), outputs, targets)
 
 
 def trivial_baseline(recipe, split="test", data_dir=None):
-    """The metrics of predicting the training-set mean target (distribution, regression) or the most frequent
-    class, measured on ``split`` exactly as the model is."""
-    tasks = as_tasks(recipe["tasks"])
+    """The metrics of predicting the training-set mean target (distribution, regression), the class frequencies
+    or each label's positive rate (multilabel, ignored labels left out), measured on ``split`` exactly as the
+    model is."""
+    tasks = _evaluated_tasks(recipe, as_tasks(recipe["tasks"]))
     means = _targets(recipe, "train", data_dir, tasks)
     targets = _targets(recipe, split, data_dir, tasks)
     outputs = {}
@@ -161,7 +338,10 @@ def trivial_baseline(recipe, split="test", data_dir=None):
         n = len(targets[task.name])
         if task.kind == "classification":
             counts = np.bincount(means[task.name].reshape(-1).astype(int), minlength=task.size)
-            constant = counts / counts.sum()
+            constant = counts / max(counts.sum(), 1)
+        elif task.kind == "multilabel":
+            seen = means[task.name] != metrics_multilabel.IGNORE
+            constant = (means[task.name] == 1).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
         else:
             constant = means[task.name].mean(axis=0)
         outputs[task.name] = np.repeat(np.asarray(constant, np.float32)[None], n, axis=0)
@@ -170,9 +350,9 @@ def trivial_baseline(recipe, split="test", data_dir=None):
 
 def _targets(recipe, split, data_dir, tasks):
     targets = {}
-    for _, y in _pipeline(recipe, split, False, data_dir, tf.distribute.get_strategy()):
+    for _, y, rows in _batches(recipe, split, data_dir):
         for task in tasks:
-            targets.setdefault(task.name, []).append(np.asarray(y[task.name]))
+            targets.setdefault(task.name, []).append(y[task.name][rows[task.name]])
     return {k: np.concatenate(v) for k, v in targets.items()}
 
 
@@ -184,14 +364,24 @@ def _commit():
         return "unknown"
 
 
-def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split, data_dir):
-    """Weights + card.json + SHA256SUMS under ``output_dir/<name>/``; returns the card as a dict."""
+def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split, data_dir, produced=None,
+                assets=None):
+    """Weights + card.json + SHA256SUMS under ``output_dir/<name>/``; returns the card as a dict.
+
+    produced: more of how the weights came about, merged into the card's ``produced`` (``phases``, and
+    ``network_options``, which ``zoo.load`` rebuilds the network with). assets: {filename: text} written beside
+    the weights (mmemo's vocabularies), listed in ``produced.assets`` and in SHA256SUMS.
+    """
     name = recipe["name"]
     folder = pathlib.Path(output_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     weights_file = folder / f"{name}.weights.h5"
-    model.save_weights(str(weights_file))
+    model.network.save_weights(str(weights_file))  # the network only: a compiled model's file holds the optimizer
     digest = zoo.sha256(weights_file)
+    sums = [f"{digest}  {weights_file.name}"]
+    for filename, text in (assets or {}).items():
+        (folder / filename).write_text(text, encoding="utf-8")
+        sums.append(f"{zoo.sha256(folder / filename)}  {filename}")
     card = zoo.card_from_recipe(recipe)
     card.metrics = {split: measured}
     card.baselines = {"train_mean": {split: baseline}}
@@ -200,9 +390,11 @@ def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split,
                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["affect-zoo"] + sys.argv[1:]) if sys.argv else "",
                      "data_split": recipe["dataset"].get("splits", {}), "evaluated_on": split,
-                     "epochs": recipe["training"]["epochs"]}
+                     "epochs": recipe["training"]["epochs"], **(produced or {})}
+    if assets:
+        card.produced["assets"] = sorted(assets)
     (folder / "card.json").write_text(json.dumps(card.to_dict(), indent=2, default=_jsonable) + "\n")
-    (folder / "SHA256SUMS").write_text(f"{digest}  {weights_file.name}\n")
+    (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     return card.to_dict()
 
 

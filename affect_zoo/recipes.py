@@ -7,29 +7,49 @@ Schema (every key optional unless marked required; unknown keys and wrong types 
 
     name: str (required)              description: str           reference: str
     dataset: {name: str (required), config: str, data_dir: str, licence: str,
-              splits: {train: str, validation: str, test: str}, targets: {task: [feature, ...]}}
+              splits: {train: str, validation: str, test: str}, targets: {task: [feature, ...]},
+              ignore: {task: feature}}
     model: {family: str (required), architecture: str, backbone: str (required), input_size: [h, w],
             weights: str, options: {...builder options...}}
     tasks: [{name, kind, size, branch, loss, labels, circle, mu, target_range}, ...] (required)
     training: {optimizer: {name, learning_rate, momentum, weight_decay}, schedule: {name, warmup_epochs,
                decay_epochs, decay_rate}, epochs: int, batch_size: int, balancer: {name, ...options},
                strategy: str, seed: int, augment: {crop: bool, flip: bool, randaugment: bool},
-               phases: [{name, epochs, trainable: [...], learning_rate}]}
+               phases: [{name: str (required), epochs: int (required), trainable: [part, ...],
+                         learning_rate: float}]}
     init: str                          (another entry's name or a weights path: fine-tuning starts from it)
     export: {version: int}
+
+``dataset.ignore`` names, per multilabel task, a boolean feature of the task's shape whose true entries are left
+out: the target holds ``-1`` there (VOC2007: ``ignore: {labels: difficult}``), which needs ``loss: masked_bce``.
+
+``training.phases`` (family semdep) trains in stages, in the order listed: each phase sets its parts trainable,
+compiles a fresh optimizer at its ``learning_rate`` (default: the optimizer's) and trains its ``epochs``; ``name``
+picks the stage and the output it trains (``affect_zoo.models.semdep.PHASE_NAMES``) and ``trainable``, if given,
+must list that stage's parts. ``training.epochs``, if given with phases, must be their sum.
 """
 import copy
 import pathlib
 
 import yaml
 
-RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "recipes"
+
+def data_dir(name):
+    """The top-level ``recipes/`` or ``saved_models/``: the source checkout's (an editable install, where training
+    writes) or, in an installed wheel, the copy packaged as ``affect_zoo/_data/<name>``."""
+    package = pathlib.Path(__file__).resolve().parent
+    if (package.parent / "setup.py").is_file():
+        return package.parent / name
+    return package / "_data" / name
+
+
+RECIPES_DIR = data_dir("recipes")
 
 ANY = object()
 SCHEMA = {
     "name": str, "description": str, "reference": str, "extends": str, "init": str,
     "dataset": {"name": str, "config": str, "data_dir": str, "licence": str,
-                "splits": {"train": str, "validation": str, "test": str}, "targets": ANY},
+                "splits": {"train": str, "validation": str, "test": str}, "targets": ANY, "ignore": dict},
     "model": {"family": str, "architecture": str, "backbone": str, "input_size": list, "weights": str,
               "options": ANY},
     "tasks": list,
@@ -39,6 +59,7 @@ SCHEMA = {
                  "augment": {"crop": bool, "flip": bool, "randaugment": bool}, "phases": list},
     "export": {"version": int},
 }
+PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": float}
 REQUIRED = [("name",), ("dataset", "name"), ("model", "family"), ("model", "backbone"), ("tasks",)]
 TRAINING_DEFAULTS = {"optimizer": {"name": "adam", "learning_rate": 1e-4}, "epochs": 10, "batch_size": 32,
                      "balancer": {"name": "fixed"}, "strategy": "auto", "seed": 0,
@@ -108,9 +129,45 @@ def validate(recipe, where="recipe"):
     for i, task in enumerate(recipe["tasks"]):
         if not isinstance(task, dict) or "name" not in task or "kind" not in task:
             raise RecipeError(f"{where}: tasks[{i}] must be a mapping with at least 'name' and 'kind'")
+    _check_ignore(recipe, where)
+    _check_phases(recipe, where)
     size = recipe["model"].get("input_size")
     if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
         raise RecipeError(f"{where}: model.input_size must be [height, width] of positive ints, got {size}")
+
+
+def _check_ignore(recipe, where):
+    tasks = {t["name"]: t for t in recipe["tasks"]}
+    for name, feature in ((recipe.get("dataset") or {}).get("ignore") or {}).items():
+        key = f"dataset.ignore.{name}"
+        if name not in tasks:
+            raise RecipeError(f"{where}: '{key}' names no task (tasks: {', '.join(tasks)})")
+        if not isinstance(feature, str):
+            raise RecipeError(f"{where}: '{key}' must be the name of a mask feature, got {feature!r}")
+        task = tasks[name]
+        if task["kind"] != "multilabel" or task.get("loss") != "masked_bce":
+            raise RecipeError(f"{where}: '{key}' marks labels ignored (-1), which only a multilabel task with "
+                              f"loss: masked_bce can train on; task {name!r} is {task['kind']} with loss "
+                              f"{task.get('loss', 'default')}")
+
+
+def _check_phases(recipe, where):
+    training = recipe.get("training") or {}
+    phases = training.get("phases")
+    if not phases:
+        return
+    for i, phase in enumerate(phases):
+        trail = ("training", f"phases[{i}]")
+        _check(phase, PHASE_SCHEMA, where, trail)
+        for key in ("name", "epochs"):
+            if key not in phase:
+                raise RecipeError(f"{where}: required key 'training.phases[{i}].{key}' is missing")
+        if phase["epochs"] < 1:
+            raise RecipeError(f"{where}: 'training.phases[{i}].epochs' must be >= 1, got {phase['epochs']}")
+    total = sum(p["epochs"] for p in phases)
+    if training.get("epochs") is not None and training["epochs"] != total:
+        raise RecipeError(f"{where}: 'training.epochs' is {training['epochs']} but the phases train {total} epochs "
+                          f"together; drop training.epochs or make it their sum")
 
 
 def _check(node, schema, where, trail):

@@ -5,6 +5,11 @@ Entries are data: every ``recipes/<name>.yaml`` is an entry (timm's table, keras
 add entries with the ``register_model`` decorator. An entry is listed whether or not weights exist; loading the
 default weights of one without them raises an error naming the recipe that trains it.
 
+Some networks are sized by their training data rather than by their recipe (mmemo: vocabulary sizes and sequence
+lengths come from the dataset's metadata). Training records those options in the card, under
+``produced.network_options``, and an entry with such a card is built with them, so its weights fit without the
+dataset.
+
 Weights are always verified: a local file against the sha256 in its card, a hosted one (``url`` in the card) is
 downloaded into ``$AFFECT_ZOO_HOME`` (else ``$KERAS_HOME/affect_zoo``, else ``~/.keras/affect_zoo``) and kept only
 if its sha256 matches.
@@ -32,7 +37,7 @@ from affect_zoo.models import build_network
 from affect_zoo.tasks import as_tasks, describe_outputs, named_outputs
 from affect_zoo.training import MultiTaskModel
 
-SAVED_MODELS_DIR = pathlib.Path(__file__).resolve().parent.parent / "saved_models"
+SAVED_MODELS_DIR = recipes.data_dir("saved_models")
 
 
 class WeightsError(RuntimeError):
@@ -111,8 +116,19 @@ def _recipe_entries():
 
 def _recipe_builder(name):
     def build(backbone_weights=None):
-        return model_from_recipe(recipes.load_recipe(name), backbone_weights=backbone_weights)
+        recipe = recipes.load_recipe(name)
+        stored = _stored_card(name)
+        network_options = (stored or {}).get("produced", {}).get("network_options")
+        if network_options:
+            recipe["model"]["options"] = {**(recipe["model"].get("options") or {}), **network_options}
+        return model_from_recipe(recipe, backbone_weights=backbone_weights)
     return build
+
+
+def _stored_card(name):
+    """The card.json training wrote for ``name`` (a dict), or None."""
+    stored = SAVED_MODELS_DIR / name / "card.json"
+    return json.loads(stored.read_text()) if stored.is_file() else None
 
 
 def _entry(name):
@@ -140,9 +156,9 @@ def model_card(name):
 
 
 def _card_for_recipe(name):
-    stored = SAVED_MODELS_DIR / name / "card.json"
-    if stored.is_file():
-        return ModelCard.from_dict(json.loads(stored.read_text()))
+    stored = _stored_card(name)
+    if stored is not None:
+        return ModelCard.from_dict(stored)
     recipe = recipes.load_recipe(name)
     return card_from_recipe(recipe)
 
@@ -168,16 +184,24 @@ def model_from_recipe(recipe, backbone_weights=None):
     size = tuple(model.get("input_size", (224, 224)))
     network = build_network(model["family"], backbone=model["backbone"], tasks=tasks, input_shape=(*size, 3),
                             weights=backbone_weights, architecture=model.get("architecture"), **options)
+    return multitask_model(recipe, network)
+
+
+def multitask_model(recipe, network, tasks=None):
+    """``network`` wrapped for training as the recipe says (its balancer), on ``tasks`` (default: the recipe's);
+    for networks built outside ``model_from_recipe`` (from dataset metadata, or one stage of a phased run)."""
     balancer = dict(recipe.get("training", {}).get("balancer") or {"name": "fixed"})
-    return MultiTaskModel(network, tasks=tasks, balancer=balancing.get(balancer.pop("name"), **balancer),
-                          name=recipe["name"])
+    return MultiTaskModel(network, tasks=as_tasks(tasks or recipe["tasks"]),
+                          balancer=balancing.get(balancer.pop("name"), **balancer), name=recipe["name"])
 
 
 def load(name, weights="default"):
     """A ready keras.Model for entry ``name``.
 
     weights: "default" (the entry's verified weights; an error naming the recipe if it has none), None (the
-    untrained architecture, backbone randomly initialised) or the path of a ``.weights.h5`` file.
+    untrained architecture, backbone randomly initialised) or the path of a ``.weights.h5`` file of the network
+    (``model.network.save_weights``, as training writes it: a compiled model's own file also holds the optimizer's
+    slots, three times the size with Adam).
     """
     entry = _entry(name)
     if weights is None:
@@ -196,7 +220,7 @@ def load(name, weights="default"):
             raise WeightsError(f"weights file not found: {path}")
     model = entry.build()
     try:
-        model.load_weights(str(path))
+        getattr(model, "network", model).load_weights(str(path))
     except Exception as error:
         raise WeightsError(f"{path} does not fit {name} ({type(error).__name__}: "
                            f"{str(error).splitlines()[0][:200]})") from None

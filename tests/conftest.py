@@ -25,20 +25,50 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def emotion6_dummy_data_dir(tmp_path_factory):
-    """A data_dir holding the emotion6 builder's dummy data (41/6/11 tiny JPEGs) built once per session."""
+def _built(tmp_path_factory, name, manual_dir):
+    """A fresh data_dir holding tfds_builders/<name> prepared from ``manual_dir``."""
+    import importlib
     import sys
 
     import tensorflow_datasets as tfds
 
     sys.path.insert(0, str(REPO / "tfds_builders"))
     try:
-        from emotion6 import emotion6_dataset_builder
+        module = importlib.import_module(f"{name}.{name}_dataset_builder")
     finally:
         sys.path.remove(str(REPO / "tfds_builders"))
-    data_dir = tmp_path_factory.mktemp("tfds_data")
-    emotion6_dataset_builder.Builder(data_dir=str(data_dir)).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(REPO / "tfds_builders" / "emotion6" / "dummy_data")))
+    data_dir = tmp_path_factory.mktemp(f"{name}_data")
+    module.Builder(data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     return data_dir
+
+
+def _dummy_data_dir(tmp_path_factory, name):
+    """A data_dir holding tfds_builders/<name> built from its dummy_data/."""
+    return _built(tmp_path_factory, name, REPO / "tfds_builders" / name / "dummy_data")
+
+
+@pytest.fixture(scope="session")
+def emotion6_dummy_data_dir(tmp_path_factory):
+    """A data_dir holding the emotion6 builder's dummy data (41/6/11 tiny JPEGs) built once per session."""
+    return _dummy_data_dir(tmp_path_factory, "emotion6")
+
+
+@pytest.fixture(scope="session")
+def voc2007_dummy_data_dir(tmp_path_factory):
+    """A data_dir holding the voc2007 builder's dummy data (3/4/3 tiny JPEGs, with difficult labels)."""
+    return _dummy_data_dir(tmp_path_factory, "voc2007")
+
+
+@pytest.fixture(scope="session")
+def affect_multimodal_dummy_data_dir(tmp_path_factory):
+    """A data_dir holding the affect_multimodal builder's dummy data (16/3/3 posts, modalities missing)."""
+    return _dummy_data_dir(tmp_path_factory, "affect_multimodal")
+
+
+@pytest.fixture(scope="session")
+def emotion6_real_data_dir(tmp_path_factory):
+    """A data_dir holding the emotion6 builder run on the real release in ../shared/data/emotion6 (~15 s)."""
+    if not (SHARED_DATA / "emotion6").is_dir():
+        pytest.skip(f"real Emotion6 not found at {SHARED_DATA / 'emotion6'}")
+    return _built(tmp_path_factory, "emotion6", SHARED_DATA / "emotion6")

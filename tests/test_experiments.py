@@ -52,6 +52,8 @@ def test_training_writes_verified_weights_and_a_card_with_measured_metrics(train
     assert stored["produced"]["commit"] and stored["produced"]["wall_time_s"] > 0
     assert stored["produced"]["data_split"]["test"] == "test"
     assert affect_zoo.list_models(pretrained=True) == ["tiny_e6"]
+    network_bytes = 4 * affect_zoo.load("tiny_e6").network.count_params()
+    assert (folder / "tiny_e6.weights.h5").stat().st_size < 2 * network_bytes  # no optimizer slots (Adam: 3x)
 
 
 def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):

@@ -189,13 +189,20 @@ def build_for_dataset(backbone, metadata, input_shape=(224, 224, 3), *, word_vec
     ``text_embedding_dim``). Other options go to ``build``."""
     from affect_zoo.text import load_word_vectors, vocabularies_from_metadata
 
-    text_vocab, tags_vocab = vocabularies_from_metadata(metadata)
     if word_vectors is not None:
-        matrix, _ = load_word_vectors(word_vectors, text_vocab)
+        matrix, _ = load_word_vectors(word_vectors, vocabularies_from_metadata(metadata)[0])
         options.update(text_embeddings=matrix, text_embedding_dim=matrix.shape[1])
-    return build(backbone, len(metadata["classes"]), input_shape, text_vocab_size=len(text_vocab),
-                 tags_vocab_size=len(tags_vocab), max_text_length=int(metadata["max_text_length"]),
-                 max_tags=int(metadata["max_tags"]), **options)
+    return build(backbone, len(metadata["classes"]), input_shape, **dataset_options(metadata), **options)
+
+
+def dataset_options(metadata):
+    """The ``build`` options an ``affect_multimodal`` dataset fixes (vocabulary sizes, sequence lengths), from its
+    ``info.metadata``: what a trained entry must be rebuilt with for its weights to fit."""
+    from affect_zoo.text import vocabularies_from_metadata
+
+    text_vocab, tags_vocab = vocabularies_from_metadata(metadata)
+    return {"text_vocab_size": len(text_vocab), "tags_vocab_size": len(tags_vocab),
+            "max_text_length": int(metadata["max_text_length"]), "max_tags": int(metadata["max_tags"])}
 
 
 def tasks(num_classes, labels=None):
