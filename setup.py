@@ -1,7 +1,10 @@
 """affect_zoo: a Keras 3 / TensorFlow model zoo for image affect (aesthetics and emotion)."""
+import os
+
 from setuptools import find_packages, setup
 
-DATA = ("recipes", "saved_models")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = tuple(d for d in ("recipes", "saved_models") if os.path.isdir(os.path.join(HERE, d)))  # a checkout may lack one
 
 setup(
     name="affect_zoo",
