@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import yaml
+from test_semdep import snapshot
 
 import affect_zoo
 from affect_zoo import data, experiments, metrics_multilabel, recipes, zoo
@@ -75,12 +76,7 @@ def part_weights(path):
     """{part: [arrays]} of the semdep network saved at ``path`` (every variable, BatchNorm statistics included)."""
     network = zoo.model_from_recipe(recipes.load_recipe("tiny_semdep")).network
     network.load_weights(str(path))
-    out = {}
-    for layer in network.layers:
-        part = semdep.part_of(layer.name)
-        if part:
-            out.setdefault(part, []).extend(np.array(w) for w in layer.weights)
-    return out
+    return snapshot(network)
 
 
 def test_phases_ran_in_order_and_each_moved_only_its_parts(semdep_run):

@@ -47,7 +47,7 @@ def tiny_weights(tmp_root):
     """Weights of the untrained tiny entry, saved once (building the model is the slow part)."""
     model = zoo.model_from_recipe(recipes.load_recipe(TINY["name"]))
     path = f"{tmp_root}/tiny.weights.h5"
-    model.save_weights(path)
+    model.network.save_weights(path)  # entry files hold the network only
     return path, model
 
 
