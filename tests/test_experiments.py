@@ -125,3 +125,29 @@ def test_cli_export_and_serve_config(trained, tmp_path, capsys):
     cli.main(["serve-config", str(out)])
     config = (out / "models.config").read_text()
     assert 'name: "tiny_e6"' in config and str(out / "tiny_e6") in config
+
+
+def test_fine_tuning_starts_from_another_entry_by_layer_name(trained):
+    """A recipe whose ``init`` names an entry starts from its weights wherever layer names and shapes match (here
+    the branches and heads of an AFI entry under a cross-stitch net); at learning rate 0 they stay exactly so."""
+    root, _, data_dir = trained
+    recipe = {"name": "tiny_e6_ft", "extends": "tiny_e6", "init": "tiny_e6",
+              "model": {"architecture": "cross_stitch"},
+              "training": {"epochs": 1, "optimizer": {"name": "adam", "learning_rate": 0.0}}}
+    (root / "recipes" / "tiny_e6_ft.yaml").write_text(yaml.safe_dump(recipe))
+    zoo._REGISTRY.clear()
+    experiments.train("tiny_e6_ft", run_dir=root / "run_ft", data_dir=str(data_dir),
+                      output_dir=root / "saved_models", steps_per_epoch=1, verbose=0)
+    source, tuned = affect_zoo.load("tiny_e6").network, affect_zoo.load("tiny_e6_ft").network
+    untrained = affect_zoo.load("tiny_e6_ft", weights=None).network
+    names = {layer.name for layer in tuned.layers}
+    shared = [layer.name for layer in source.layers if layer.weights and layer.name in names and
+              [w.shape for w in layer.weights] == [w.shape for w in tuned.get_layer(layer.name).weights]]
+    assert any(name.startswith("a_") for name in shared) and "emotion_circle_head" in shared
+    assert not any(name.startswith("interaction_") for name in shared)  # AFI's and cross-stitch's differ
+    for name in shared:
+        for before, after, fresh in zip(source.get_layer(name).weights, tuned.get_layer(name).weights,
+                                        untrained.get_layer(name).weights):
+            np.testing.assert_array_equal(np.asarray(after), np.asarray(before), err_msg=name)
+    assert not np.array_equal(np.asarray(untrained.get_layer(shared[0]).weights[0]),
+                              np.asarray(source.get_layer(shared[0]).weights[0]))
