@@ -1,6 +1,7 @@
 """The entries trained here and shipped in saved_models/: verified weights, cards whose metrics `evaluate`
-reproduces on the real Emotion6 test split, the README table that quotes them, the one-line CLI, and their
-SavedModel exports checked with saved_model_cli (TF Serving's loader cannot run here)."""
+reproduces on the real Emotion6 test split, the README table that quotes them, the one-line CLI from an installed
+wheel, their SavedModel exports checked with saved_model_cli (TF Serving itself cannot run here), and the client
+answered by the in-process serving doubles."""
 import json
 import os
 import re
@@ -150,3 +151,25 @@ def test_exports_of_every_entry_pass_saved_model_cli_and_equal_keras(entry, joy,
     pixels = data.resize_for_model(tf.io.decode_jpeg(joy.read_bytes(), channels=3), (64, 64))
     for task, value in model(pixels[None], training=False).items():
         np.testing.assert_allclose(served[task], np.asarray(value), atol=1e-5, err_msg=f"{name}: {task}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_a_served_export_answers_the_client_as_predict_does(protocol, joy, tmp_path):
+    """The shipped AFI entry exported, served by the in-process doubles (tests/serving_doubles.py), and asked
+    over gRPC and REST: the same emotion distribution and valence/arousal as ``affect_zoo.predict``."""
+    from serving_doubles import Backend, GrpcDouble, RestDouble
+
+    from affect_zoo.serving import Client
+
+    name = "afi_vgg16_emotion6"
+    model = zoo.load(name)
+    export.export_saved_model(model, tmp_path)
+    local = affect_zoo.predict(model, [str(joy)])
+    backend = Backend(tmp_path, name)
+    with GrpcDouble(backend) as grpc_double, RestDouble(backend) as rest_double:
+        with Client("127.0.0.1", name, grpc_port=grpc_double.port, rest_port=rest_double.port,
+                    protocol=protocol) as client:
+            served = export.decode_outputs(client.predict([str(joy)]), model.tasks)
+    np.testing.assert_allclose(served["emotion"], local["emotion"], atol=1e-5)
+    np.testing.assert_allclose(served["va"], np.stack([local["valence"], local["arousal"]], axis=-1), atol=1e-5)
