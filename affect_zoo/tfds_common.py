@@ -235,6 +235,13 @@ class LdlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 yield row["image_id"], {"image": image, **row}
 
 
+def dummy_jpeg(rng):
+    """A tiny (8–16 px) gradient JPEG for builders' dummy data; deterministic for the generator's state."""
+    h, w = rng.integers(8, 17, size=2)
+    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
+    return encode_jpeg(image.astype(np.uint8), quality=70)
+
+
 def write_ldl_dummy_data(out, mat_file, num_images, raters, seed, truncated, empty):
     """Dummy data for an LDL builder's test (both LDL builders share the layout): images/1.jpg … N.jpg, of which
     ``truncated`` is cut in half and ``empty`` has zero bytes, and a MATLAB v7.3-style ``mat_file`` (HDF5 behind
@@ -245,9 +252,7 @@ def write_ldl_dummy_data(out, mat_file, num_images, raters, seed, truncated, emp
     shutil.rmtree(out, ignore_errors=True)
     (out / "images").mkdir(parents=True)
     for n in range(1, num_images + 1):
-        h, w = rng.integers(8, 17, size=2)
-        image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-        data = encode_jpeg(image.astype(np.uint8), quality=70)
+        data = dummy_jpeg(rng)
         data = {truncated: data[: len(data) // 2], empty: b""}.get(n, data)
         (out / "images" / f"{n}.jpg").write_bytes(data)
     votes = np.stack([np.bincount(rng.integers(0, 8, raters), minlength=8) for _ in range(num_images)])

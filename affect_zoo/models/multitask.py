@@ -59,7 +59,7 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         depth: keep only the first ``depth`` stages of the backbone (e.g. 3 VGG16 blocks: a pretrained init
             whose two branches fit a small weights budget); sites then count within those stages.
         head_norm: None, "batch" or "layer": normalise the pooled features before the heads. Pretrained conv
-            features can be large (HED's VGG16 block 3 pools to a norm of ~225 vs ~28 from scratch): a fresh
+            features can be large (HED's pooled VGG16 block 3 is several times a random init's): a fresh
             head on them starts with outputs tens of label units off and its first updates wreck the
             backbone. "batch" follows ``synchronized_bn``; "layer" needs no cross-replica statistics.
     """

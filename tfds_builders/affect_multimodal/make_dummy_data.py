@@ -15,17 +15,11 @@ import shutil
 
 import numpy as np
 
-from affect_zoo.imageio import encode_jpeg
+from affect_zoo.tfds_common import dummy_jpeg
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 CLASSES = ("amusement", "anger", "awe", "sadness")
 TRUNCATED, EMPTY = "images/corrupt.jpg", "images/empty.jpg"
-
-
-def tiny_jpeg(rng):
-    h, w = rng.integers(8, 17, size=2)
-    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-    return encode_jpeg(image.astype(np.uint8), quality=70)
 
 
 def records():
@@ -65,7 +59,7 @@ def main():
     for row in rows:
         image = row.get("image")
         if image:
-            data = tiny_jpeg(rng)
+            data = dummy_jpeg(rng)
             data = {TRUNCATED: data[: len(data) // 2], EMPTY: b""}.get(image, data)
             (OUT / image).write_bytes(data)
     lines = [json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) for row in rows]

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from affect_zoo.imageio import encode_jpeg
+from affect_zoo.tfds_common import dummy_jpeg
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 KEYWORDS = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
@@ -19,12 +19,6 @@ HEADER = ["[image_filename]", "[valence]", "[arousal]"] + [
 ]
 
 
-def tiny_jpeg(rng):
-    h, w = rng.integers(8, 17, size=2)
-    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-    return encode_jpeg(image.astype(np.uint8), quality=70)
-
-
 def main():
     rng = np.random.default_rng(6)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -33,7 +27,7 @@ def main():
         (OUT / "images" / keyword).mkdir(parents=True)
         for n in range(1, PER_KEYWORD + 1):
             name = f"{keyword}/{n}.jpg"
-            data = tiny_jpeg(rng)
+            data = dummy_jpeg(rng)
             data = {TRUNCATED: data[: len(data) // 2], EMPTY: b""}.get(name, data)
             (OUT / "images" / name).write_bytes(data)
             dist = np.round(rng.dirichlet(np.full(7, 0.5)), 6)

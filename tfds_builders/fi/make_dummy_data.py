@@ -10,17 +10,11 @@ import shutil
 
 import numpy as np
 
-from affect_zoo.imageio import encode_jpeg
+from affect_zoo.tfds_common import dummy_jpeg
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 EMOTIONS = ("Amusement", "Anger", "Awe", "Contentment", "Disgust", "Excitement", "Fear", "Sadness")
 TRUNCATED, EMPTY = "Awe/dummy_awe_2.jpg", "Fear/dummy_fear_3.jpg"
-
-
-def tiny_jpeg(rng):
-    h, w = rng.integers(8, 17, size=2)
-    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-    return encode_jpeg(image.astype(np.uint8), quality=70)
 
 
 def main():
@@ -31,7 +25,7 @@ def main():
         (OUT / emotion).mkdir(parents=True)
         for n, split in ((1, "train"), (2, "train"), (3, "test")):
             name = f"{emotion}/dummy_{emotion.lower()}_{n}.jpg"
-            data = tiny_jpeg(rng)
+            data = dummy_jpeg(rng)
             data = {TRUNCATED: data[: len(data) // 2], EMPTY: b""}.get(name, data)
             (OUT / name).write_bytes(data)
             splits[split].append([name, label])

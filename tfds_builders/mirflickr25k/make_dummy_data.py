@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 
-from affect_zoo.imageio import encode_jpeg
+from affect_zoo.tfds_common import dummy_jpeg
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 POTENTIAL_LABELS = (
@@ -23,19 +23,13 @@ NUM_IMAGES = 10
 TRUNCATED, EMPTY = 4, 1
 
 
-def tiny_jpeg(rng):
-    h, w = rng.integers(8, 17, size=2)
-    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-    return encode_jpeg(image.astype(np.uint8), quality=70)
-
-
 def main():
     rng = np.random.default_rng(25000)
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "mirflickr").mkdir(parents=True)
     (OUT / "annotations").mkdir()
     for n in range(1, NUM_IMAGES + 1):
-        data = tiny_jpeg(rng)
+        data = dummy_jpeg(rng)
         data = {TRUNCATED: data[: len(data) // 2], EMPTY: b""}.get(n, data)
         (OUT / "mirflickr" / f"im{n}.jpg").write_bytes(data)
     for concept in POTENTIAL_LABELS:

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 
-from affect_zoo.imageio import encode_jpeg
+from affect_zoo.tfds_common import dummy_jpeg
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 ROOT = OUT / "VOCdevkit" / "VOC2007"
@@ -21,12 +21,6 @@ SETS = {"train": range(1, 5), "val": range(5, 9), "test": range(9, 13)}
 TRUNCATED, EMPTY = "000002", "000011"
 
 
-def tiny_jpeg(rng):
-    h, w = rng.integers(8, 17, size=2)
-    image = rng.integers(0, 200, size=3) + np.linspace(0, 55, w)[None, :, None] + np.zeros((h, w, 3))
-    return encode_jpeg(image.astype(np.uint8), quality=70)
-
-
 def main():
     rng = np.random.default_rng(2007)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -36,7 +30,7 @@ def main():
     for numbers in SETS.values():
         for n in numbers:
             image_id = f"{n:06d}"
-            data = tiny_jpeg(rng)
+            data = dummy_jpeg(rng)
             data = {TRUNCATED: data[: len(data) // 2], EMPTY: b""}.get(image_id, data)
             (ROOT / "JPEGImages" / f"{image_id}.jpg").write_bytes(data)
             values[image_id] = rng.choice([1, -1, -1, -1, 0], size=len(CLASSES))
