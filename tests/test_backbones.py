@@ -73,7 +73,8 @@ def h5_arrays(path):
 
 
 def test_available_and_unknown_name():
-    assert backbones.available() == ["resnet50", "resnet101", "vgg16", "densenet121", "mobilenetv2"]
+    assert backbones.available() == ["resnet50", "resnet101", "vgg16", "densenet121", "mobilenetv2", "mobilenet_v1",
+                                     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     with pytest.raises(ValueError) as error:
         backbones.build_stages("resnet18")
     message = one_line(error)

