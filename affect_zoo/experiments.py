@@ -258,6 +258,28 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split):
     return model, produced, assets, sum(records[s]["wall_time_s"] for s in seeds), metrics
 
 
+def paired_comparison(card_a, card_b, task, metric, split="test"):
+    """Seed-by-seed differences ``a − b`` of one test metric of two multi-seed entries trained with the same
+    seeds (same data order and init per seed, so the pairing removes the seed's share of the variance).
+
+    Returns {"seeds", "a", "b", "differences", "mean_difference", "sd_difference", "a_better"}: ``a_better``
+    counts the seeds where a is better (lower for errors and divergences, higher for the rest).
+    """
+    runs = [card.get("metrics", {}).get(f"{split}_over_seeds", {}).get("per_seed") for card in (card_a, card_b)]
+    if not all(runs):
+        raise ValueError(f"both cards need metrics.{split}_over_seeds (entries trained with training.seeds)")
+    seeds = sorted(set(runs[0]) & set(runs[1]), key=int)
+    if not seeds:
+        raise ValueError(f"{card_a.get('name')} and {card_b.get('name')} share no seed")
+    a = np.array([runs[0][s][task][metric] for s in seeds], float)
+    b = np.array([runs[1][s][task][metric] for s in seeds], float)
+    diff = a - b
+    lower_is_better = {**metrics.DIRECTIONS, "mae": "down", "pearson_r": "up"}[metric] == "down"
+    return {"seeds": [int(s) for s in seeds], "a": a.tolist(), "b": b.tolist(), "differences": diff.tolist(),
+            "mean_difference": float(diff.mean()), "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+            "a_better": int(np.sum(diff < 0 if lower_is_better else diff > 0))}
+
+
 def over_seeds(results):
     """Mean and sample standard deviation (ddof 1; 0 for one seed) of ``{task: {metric: value}}`` dicts."""
     mean, sd = {}, {}

@@ -158,3 +158,22 @@ def test_cast_h5_keeps_every_array_and_its_layout(tmp_path):
     for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_paired_comparison_by_hand():
+    def card(name, kl_by_seed, r_by_seed):
+        return {"name": name, "metrics": {"test_over_seeds": {"per_seed": {
+            str(seed): {"emotion": {"kl": kl}, "valence": {"pearson_r": r}}
+            for seed, kl, r in zip((0, 1, 2), kl_by_seed, r_by_seed)}}}}
+
+    a = card("a", [0.40, 0.45, 0.50], [0.60, 0.55, 0.70])
+    b = card("b", [0.42, 0.44, 0.55], [0.58, 0.60, 0.65])
+    kl = experiments.paired_comparison(a, b, "emotion", "kl")
+    np.testing.assert_allclose(kl["differences"], [-0.02, 0.01, -0.05])
+    assert kl["mean_difference"] == pytest.approx(-0.02)
+    assert kl["sd_difference"] == pytest.approx(np.sqrt(((0.0) ** 2 + 0.03 ** 2 + 0.03 ** 2) / 2))
+    assert kl["a_better"] == 2  # lower KL is better
+    r = experiments.paired_comparison(a, b, "valence", "pearson_r")
+    assert r["a_better"] == 2 and r["mean_difference"] == pytest.approx(0.02 / 3)
+    with pytest.raises(ValueError, match="test_over_seeds"):
+        experiments.paired_comparison(a, {"name": "c", "metrics": {"test": {}}}, "emotion", "kl")
