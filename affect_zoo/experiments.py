@@ -198,11 +198,19 @@ def _phases(recipe):
         if phase["name"] not in semdep.PHASE_NAMES:
             raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase['name']!r}; semdep's "
                                       f"phases are {', '.join(semdep.PHASE_NAMES)}")
-        parts = semdep.PHASES[semdep.PHASE_NAMES[phase["name"]]]
+        parts = semdep.phase_parts(phase["name"], _attention_mode(recipe))
         if "trainable" in phase and sorted(phase["trainable"]) != sorted(parts):
             raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase['name']!r} trains "
                                       f"{list(parts)}, the recipe says {phase['trainable']}")
     return phases
+
+
+def _attention_mode(recipe):
+    """The semdep recipe's ``model.options.attention`` (default: the paper's "maps"), checked."""
+    mode = (recipe["model"].get("options") or {}).get("attention", "maps")
+    if mode not in semdep.ATTENTION_MODES:
+        raise recipes.RecipeError(f"model.options.attention: {mode!r} is not one of {semdep.ATTENTION_MODES}")
+    return mode
 
 
 def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
@@ -213,7 +221,7 @@ def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_
     done = []
     for k, phase in enumerate(phases, start=1):
         folder = run_dir / f"phase_{k}_{phase['name']}"
-        tasks = semdep.phase_tasks(task, phase["name"])
+        tasks = semdep.phase_tasks(task, phase["name"], semdep.attention_mode(network))
         rate = float(phase.get("learning_rate", training["optimizer"].get("learning_rate", 1e-3)))
         record = {"name": phase["name"], "epochs": phase["epochs"], "learning_rate": rate, "output": tasks[0].name,
                   "skipped": (folder / PHASE_DONE).is_file()}
@@ -223,8 +231,8 @@ def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_
             continue
         semdep.phase_trainable(network, phase["name"])
 
-        def rename(x, y, name=phase["name"]):
-            return x, semdep.phase_targets(y, task.name, name)
+        def rename(x, y, name=phase["name"], attention=semdep.attention_mode(network)):
+            return x, semdep.phase_targets(y, task.name, name, attention)
 
         stage_training = {**training, "epochs": phase["epochs"],
                           "optimizer": {**training["optimizer"], "learning_rate": rate}}
