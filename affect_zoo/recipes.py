@@ -14,7 +14,8 @@ Schema (every key optional unless marked required; unknown keys and wrong types 
     tasks: [{name, kind, size, branch, loss, labels, circle, mu, target_range}, ...] (required)
     training: {optimizer: {name, learning_rate, momentum, weight_decay}, schedule: {name, warmup_epochs,
                decay_epochs, decay_rate}, epochs: int, batch_size: int, balancer: {name, ...options},
-               strategy: str, seed: int, augment: {crop: bool, flip: bool, randaugment: bool},
+               strategy: str, seed: int, augment: {crop: bool, flip: bool, randaugment: bool,
+               resize_shorter: int (training view: shorter side to it, then an input_size crop)},
                phases: [{name: str (required), epochs: int (required), trainable: [part, ...],
                          learning_rate: float}]}
     init: str                          (another entry's name or a weights path: fine-tuning starts from it)
@@ -56,7 +57,8 @@ SCHEMA = {
     "training": {"optimizer": {"name": str, "learning_rate": float, "momentum": float, "weight_decay": float},
                  "schedule": {"name": str, "warmup_epochs": int, "decay_epochs": int, "decay_rate": float},
                  "epochs": int, "batch_size": int, "balancer": ANY, "strategy": str, "seed": int,
-                 "augment": {"crop": bool, "flip": bool, "randaugment": bool}, "phases": list},
+                 "augment": {"crop": bool, "flip": bool, "randaugment": bool, "resize_shorter": int},
+                 "phases": list},
     "export": {"version": int},
 }
 PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": float}

@@ -210,7 +210,7 @@ def mmemo_run(zoo_root, affect_multimodal_dummy_data_dir):
 
 
 def dummy_builder(data_dir):
-    return tfds.builder_from_directory(str(data_dir / "affect_multimodal" / "1.0.0"))
+    return tfds.builder_from_directory(str(data_dir / "affect_multimodal" / "1.1.0"))
 
 
 def test_mmemo_card_has_accuracy_per_classifier_on_the_samples_it_applies_to(mmemo_run):
