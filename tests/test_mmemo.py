@@ -195,7 +195,7 @@ def test_text_encoder_uses_plain_windows_and_dropout_by_default():
         assert conv.padding == "valid" and conv.output.shape[1] == TEXT_LEN - h + 1
         kernel, bias = conv.get_weights()
         np.testing.assert_allclose(got, np_text_pooling(x["text"], embedded, kernel, bias), rtol=1e-4, atol=1e-5)
-    dropout = net.get_layer("text_dropout")
+    dropout = net.get_layer("text_pooled_dropout")
     assert dropout.rate == 0.5 and dropout.input is net.get_layer("text_concat").output
     assert net.get_layer("text_fc").input is dropout.output
     features = keras.Model(net.input, net.get_layer("text_fc").output)
@@ -214,7 +214,9 @@ def test_paper_defaults_and_the_documented_options():
     assert x["text"].shape == (1, 150) and (x["text"] != 0).sum() == 150
     net = build(text_padding="same", text_dropout=0.0)
     assert net.get_layer("text_conv5").output.shape[1] == TEXT_LEN
-    assert "text_dropout" not in [layer.name for layer in net.layers]
+    assert not [layer.name for layer in net.layers if "dropout" in layer.name]
+    both = {layer.name for layer in build(dropout=0.5).layers}  # the extractor's and p_text's own dropout
+    assert {"text_pooled_dropout", "text_dropout"} <= both
     with pytest.raises(ValueError, match=r"text_padding must be one of \('valid', 'same'\)"):
         build(text_padding="causal")
 
