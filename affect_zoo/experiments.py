@@ -300,8 +300,9 @@ def _batches(recipe, split, data_dir):
 
 def task_metrics(tasks, outputs, targets):
     """Test metrics per task: the LDL measures for distributions, MAE and Pearson r per regression label,
-    accuracy (and on how many samples) for classification, accuracy for binary tasks, mAP (exact and VOC2007's
-    11-point, ignored ``-1`` labels left out) for multilabel tasks."""
+    accuracy (and on how many samples) for classification, accuracy for binary tasks, mAP (``map`` exact and
+    ``map_11point`` VOC2007's 11-point as its devkit computes it — VOC2007's reported figure —, ignored ``-1``
+    labels left out) for multilabel tasks."""
     result = {}
     for task in tasks:
         p, t = outputs[task.name], targets[task.name]

@@ -5,7 +5,7 @@ import re
 import pytest
 import tensorflow_datasets as tfds
 
-from affect_zoo import data, recipes
+from affect_zoo import data, recipes, zoo
 
 PAPER_SCALE = sorted(n for n in recipes.list_recipes()
                      if n.endswith(("_uae", "_uae_score")) or n.startswith(("circle_resnet50_", "semdep_", "mmemo_")))
@@ -51,8 +51,11 @@ def test_semdep_voc2007_has_the_papers_training_protocol():
     assert (training["optimizer"]["learning_rate"], training["optimizer"]["weight_decay"]) == (0.001, 0.0005)
     assert training["schedule"] == {"name": "step", "decay_epochs": 30, "decay_rate": 0.1}
     assert training["batch_size"] == 24 and {p["learning_rate"] for p in training["phases"]} == {0.001}
-    assert recipe["dataset"]["splits"]["train"] == "train+validation" and "validation" not in recipe["dataset"]["splits"]
+    splits = recipe["dataset"]["splits"]
+    assert splits["train"] == "train+validation" and "validation" not in splits
     assert recipe["model"]["options"]["attention"] == "maps"
+    card = zoo.model_card("semdep_densenet121_voc2007")
+    assert "Reported figure: map_11point" in " ".join(card.description.split())
 
 
 def test_voc2007_trainval_split_reads_train_and_validation(voc2007_dummy_data_dir):

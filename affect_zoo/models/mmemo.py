@@ -195,7 +195,8 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
         pooled.append(MaskedGlobalPooling1D(text_pooling, name=f"text_pool{h}")([c, ids]))
     t = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="text_concat")(pooled)
     if text_dropout:
-        t = keras.layers.Dropout(text_dropout, name="text_pooled_dropout")(t)  # "text_dropout" is p_text's classifier dropout
+        # (not "text_dropout": that is the name of p_text's classifier dropout)
+        t = keras.layers.Dropout(text_dropout, name="text_pooled_dropout")(t)
     features["text"] = keras.layers.Dense(feature_dim, activation="relu", name="text_fc")(t)
 
     g = keras.layers.Embedding(tags_vocab_size, tag_embedding_dim, name="tags_embedding")(inputs["tags"])
