@@ -18,10 +18,10 @@ def recalibrate_gradient(g_afi, g_sc, temperature):
     """Eq. 8: ``g_SC + f``, f = T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI if ‖g_AFI‖ > ‖g_SC‖, else g_AFI.
 
     Norms are L2 over the whole tensor, taken in float32 so float16 gradients cannot overflow the sum of
-    squares. ‖g_SC‖ = 0 < ‖g_AFI‖ (the branch's own task has no label in the batch, so its shortcut gets no
-    gradient) is the formula's limit: ln(‖g_AFI‖/‖g_SC‖) → ∞, so the factor is exactly 0 and the result is
-    g_SC = 0 — not a floored ratio (a floor of 1e-12 would give about T/29). Both norms zero is the "else" case
-    and leaves g_AFI (zero) as is. The logarithm only ever sees positive norms, so no inf or NaN is formed.
+    squares. ‖g_SC‖ = 0 < ‖g_AFI‖ (the branch's own task has no label in the batch, so its shortcut gets no gradient)
+    is the formula's limit: ln(‖g_AFI‖/‖g_SC‖) → ∞, so the factor is exactly 0 and the result is g_SC = 0 — not a
+    floored ratio (a floor of 1e-12 gives about T/29 at ‖g_AFI‖ ≈ 1). Both norms zero is the "else" case and leaves
+    g_AFI (zero) as is. The logarithm only ever sees positive norms, so no inf or NaN is formed.
     """
     norm_afi = tf.norm(tf.cast(g_afi, tf.float32))
     norm_sc = tf.norm(tf.cast(g_sc, tf.float32))
@@ -94,7 +94,8 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
         with recalibration on or off.
       - The temperature T is the non-trainable variable ``temperature`` (initial value ``temperature``). It
         appears only in the backward pass, so the task loss gives it no gradient: it stays fixed unless a user
-        assigns it (``layer.temperature.assign(0.5)``). It exists even with ``recalibrate=False`` so that
+        assigns it (``layer.temperature.assign(0.5)``). The paper learns T; that would need a meta-gradient or a
+        validation-driven rule, not implemented (a deviation stated in the README's AFI section). It exists even with ``recalibrate=False`` so that
         checkpoints are interchangeable between the two settings.
 
     Call: ``layer([x_a, x_e], training=...) -> [x'_a, x'_e]``. For logging, ``interaction_weights`` returns
