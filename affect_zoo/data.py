@@ -44,7 +44,7 @@ OUR_BUILDERS = (*DEFAULT_TARGETS, "affect_multimodal")
 IMAGE_KEY = "image"
 MIN_CROP_AREA = 0.8
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
-DEFAULT_AUGMENT = {"crop": True, "flip": True, "randaugment": False}
+DEFAULT_AUGMENT = {"crop": True, "flip": True, "randaugment": False, "resize_shorter": None}
 
 
 def resize_for_model(images, size):
@@ -151,8 +151,11 @@ def make_pipeline(dataset, tasks, image_size, batch_size, training, targets=None
         targets: task name → feature key(s), or a dataset name in DEFAULT_TARGETS; None: each task reads the
             feature of its own name. A single integer label feeding a distribution/multi-label task becomes
             one-hot; several keys are stacked on the last axis.
-        augment: dict over DEFAULT_AUGMENT's keys (``crop``, ``flip``, ``randaugment``: bools), or False for
-            none; ignored unless training.
+        augment: dict over DEFAULT_AUGMENT's keys (``crop``, ``flip``, ``randaugment``: bools;
+            ``resize_shorter``: None or an int S), or False for none; ignored unless training. With
+            ``resize_shorter=S`` the training view is instead the protocol "resize the shorter side to S (aspect
+            kept), then crop ``image_size``": a random crop (``crop`` true) or the centre one, then the flip.
+            Evaluation keeps the whole-image resize either way (so ``evaluate``, ``predict`` and serving agree).
         shuffle_buffer: examples in the shuffle buffer (of encoded images, so cheap); 0 turns shuffling off.
         seed: makes shuffling and augmentation reproducible; None draws fresh randomness.
         drop_remainder: None → True when the current strategy has several replicas (a last batch smaller than
@@ -226,7 +229,7 @@ def _image_views(ds, image_size, training, augment, shuffle_buffer, seed, cache)
         ds = ds.map(lambda image, y: (resize_for_model(_decode(image), image_size), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return _cached(ds, cache)
-    options = _augment_options(augment)
+    options = _augment_options(augment, image_size)
     ds = _cached(ds, cache)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -315,13 +318,19 @@ def _check_target(task, spec, keys):
                          f"{shape} per example, expected {expected}")
 
 
-def _augment_options(augment):
+def _augment_options(augment, image_size):
     if augment is False:
         return {k: False for k in DEFAULT_AUGMENT}
     unknown = set(augment or {}) - set(DEFAULT_AUGMENT)
     if unknown:
         raise ValueError(f"unknown augment option(s) {sorted(unknown)}; known: {', '.join(DEFAULT_AUGMENT)}")
-    return {**DEFAULT_AUGMENT, **(augment or {})}
+    options = {**DEFAULT_AUGMENT, **(augment or {})}
+    shorter = options["resize_shorter"]
+    if shorter is not None and (isinstance(shorter, bool) or not isinstance(shorter, int)
+                                or shorter < max(image_size)):
+        raise ValueError(f"augment resize_shorter must be an int >= the input size {tuple(image_size)} (the crop "
+                         f"is taken from the resized image), got {shorter!r}")
+    return options
 
 
 def _decode(image):
@@ -332,14 +341,38 @@ def _decode(image):
 
 
 def _training_view(image, seed, size, options):
-    """A random crop (decoding only the crop of a JPEG), resized to ``size``, maybe flipped; all seeded."""
+    """A random crop (decoding only the crop of a JPEG), resized to ``size``, maybe flipped; all seeded. With
+    ``resize_shorter``: the shorter side resized to it, then a ``size`` crop (random or central)."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.stack([seed, 0]), 2))
-    if options["crop"]:
-        image = _random_crop(image, crop_seed)
-    x = resize_for_model(_decode(image), size)
+    if options["resize_shorter"]:
+        x = resize_shorter_side(_decode(image), options["resize_shorter"])
+        x = _fixed_crop(x, size, crop_seed if options["crop"] else None)
+    else:
+        if options["crop"]:
+            image = _random_crop(image, crop_seed)
+        x = resize_for_model(_decode(image), size)
     if options["flip"]:
         x = tf.image.stateless_random_flip_left_right(x, flip_seed)
     return x
+
+
+def resize_shorter_side(image, shorter):
+    """An RGB image (H, W, 3) → float32 in [0, 255] whose shorter side is ``shorter`` px, aspect ratio kept (the
+    longer side rounded; bilinear, antialiased as in ``resize_for_model``)."""
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.cast(tf.round(hw * (float(shorter) / tf.reduce_min(hw))), tf.int32)
+    return resize_for_model(image, tf.maximum(target, shorter))
+
+
+def _fixed_crop(image, size, seed):
+    """A ``size`` crop of ``image`` (at least that large): at a seeded uniform offset, or centred if seed is None."""
+    room = tf.shape(image)[:2] - tf.constant(size, tf.int32)
+    if seed is None:
+        offset = room // 2
+    else:
+        offset = tf.cast(tf.random.stateless_uniform([2], seed) * tf.cast(room + 1, tf.float32), tf.int32)
+        offset = tf.minimum(offset, room)
+    return image[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
 
 
 def _random_crop(image, seed):

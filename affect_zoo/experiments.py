@@ -333,11 +333,19 @@ def _phases(recipe):
         if phase["name"] not in semdep.PHASE_NAMES:
             raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase['name']!r}; semdep's "
                                       f"phases are {', '.join(semdep.PHASE_NAMES)}")
-        parts = semdep.PHASES[semdep.PHASE_NAMES[phase["name"]]]
+        parts = semdep.phase_parts(phase["name"], _attention_mode(recipe))
         if "trainable" in phase and sorted(phase["trainable"]) != sorted(parts):
             raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase['name']!r} trains "
                                       f"{list(parts)}, the recipe says {phase['trainable']}")
     return phases
+
+
+def _attention_mode(recipe):
+    """The semdep recipe's ``model.options.attention`` (default: the paper's "maps"), checked."""
+    mode = (recipe["model"].get("options") or {}).get("attention", "maps")
+    if mode not in semdep.ATTENTION_MODES:
+        raise recipes.RecipeError(f"model.options.attention: {mode!r} is not one of {semdep.ATTENTION_MODES}")
+    return mode
 
 
 def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
@@ -348,7 +356,7 @@ def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_
     done = []
     for k, phase in enumerate(phases, start=1):
         folder = run_dir / f"phase_{k}_{phase['name']}"
-        tasks = semdep.phase_tasks(task, phase["name"])
+        tasks = semdep.phase_tasks(task, phase["name"], semdep.attention_mode(network))
         rate = float(phase.get("learning_rate", training["optimizer"].get("learning_rate", 1e-3)))
         record = {"name": phase["name"], "epochs": phase["epochs"], "learning_rate": rate, "output": tasks[0].name,
                   "skipped": (folder / PHASE_DONE).is_file()}
@@ -358,8 +366,8 @@ def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_
             continue
         semdep.phase_trainable(network, phase["name"])
 
-        def rename(x, y, name=phase["name"]):
-            return x, semdep.phase_targets(y, task.name, name)
+        def rename(x, y, name=phase["name"], attention=semdep.attention_mode(network)):
+            return x, semdep.phase_targets(y, task.name, name, attention)
 
         stage_training = {**training, "epochs": phase["epochs"],
                           "optimizer": {**training["optimizer"], "learning_rate": rate}}
@@ -427,8 +435,9 @@ def _batches(recipe, split, data_dir):
 
 def task_metrics(tasks, outputs, targets):
     """Test metrics per task: the LDL measures for distributions, MAE and Pearson r per regression label,
-    accuracy (and on how many samples) for classification, accuracy for binary tasks, mAP (exact and VOC2007's
-    11-point, ignored ``-1`` labels left out) for multilabel tasks."""
+    accuracy (and on how many samples) for classification, accuracy for binary tasks, mAP (``map`` exact and
+    ``map_11point`` VOC2007's 11-point as its devkit computes it — VOC2007's reported figure —, ignored ``-1``
+    labels left out) for multilabel tasks."""
     result = {}
     for task in tasks:
         p, t = outputs[task.name], targets[task.name]

@@ -8,8 +8,12 @@ target from a boolean label vector and an ignore mask (e.g. VOC's ``labels`` and
 
 AP is the non-interpolated average precision (area under the precision-recall step curve, as in scikit-learn's
 ``average_precision_score`` and VOC2010+): AP = Σ_k (R_k − R_{k−1})·P_k over the distinct score thresholds in
-decreasing order, so tied scores are one threshold. ``method="11point"`` gives VOC2007's 11-point interpolated AP.
-A class with no positive (non-ignored) sample has no AP: it is NaN and left out of the mean.
+decreasing order, so tied scores are one threshold. ``method="11point"`` gives VOC2007's 11-point interpolated AP
+exactly as the VOC2007 devkit computes it (``VOCevalcls.m``): the samples are sorted by decreasing score with a
+stable sort (MATLAB's ``sort``: tied samples keep their dataset order), precision and recall are taken after every
+sample, ties included, and AP = (1/11)·Σ_{t=0,0.1,…,1} max{P_k : R_k ≥ t} (0 when no R_k ≥ t). With ties the
+11-point figure therefore depends on the samples' order, as the devkit's does. A class with no positive
+(non-ignored) sample has no AP: it is NaN and left out of the mean.
 """
 import keras
 import numpy as np
@@ -17,6 +21,10 @@ from keras import ops
 
 IGNORE = -1
 METHODS = ("exact", "11point")
+#: the 11 recall levels t, as the nearest doubles to the tenths k/10: ``np.linspace(0, 1, 11)`` gives k·0.1, which
+#: for k = 3, 6, 7 is a hair above the tenth and would not count a recall of exactly 3/10 at t = 0.3 (whatever
+#: rounding MATLAB's ``0:0.1:1`` does in the devkit is not reproduced)
+ELEVEN_POINTS = np.arange(11) / 10
 
 
 def ignore_targets(labels, ignore_mask, ignore_value=IGNORE):
@@ -27,27 +35,29 @@ def ignore_targets(labels, ignore_mask, ignore_value=IGNORE):
     return ops.where(ops.cast(ignore_mask, "bool"), ops.full_like(labels, float(ignore_value)), labels)
 
 
-def _curve(y_true, y_score):
-    """Precision and recall at each distinct threshold (decreasing) of one class, or None without positives."""
+def _curve(y_true, y_score, per_sample=False):
+    """Precision and recall of one class after each distinct threshold (decreasing), or after each sample in
+    stable decreasing-score order with ``per_sample`` (the VOC2007 devkit's); None without positives."""
     positives = y_true.sum()
     if positives == 0:
         return None
-    order = np.argsort(-y_score, kind="mergesort")
+    order = np.argsort(-y_score, kind="stable")
     score, hit = y_score[order], y_true[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]
-    tp = np.cumsum(hit)[last_of_tie]
-    predicted = last_of_tie + 1
+    cut = np.arange(len(score)) if per_sample else np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]
+    tp = np.cumsum(hit)[cut]
+    predicted = cut + 1
     return tp / predicted, tp / positives
 
 
 def _ap_one(y_true, y_score, ignore_value, method):
     keep = y_true != ignore_value
-    curve = _curve((y_true[keep] > 0.5).astype(np.float64), y_score[keep].astype(np.float64))
+    eleven = method == "11point"
+    curve = _curve((y_true[keep] > 0.5).astype(np.float64), y_score[keep].astype(np.float64), per_sample=eleven)
     if curve is None:
         return np.nan
     precision, recall = curve
-    if method == "11point":
-        return float(np.mean([precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)]))
+    if eleven:
+        return float(np.mean([precision[recall >= t].max(initial=0.0) for t in ELEVEN_POINTS]))
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 

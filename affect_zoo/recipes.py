@@ -15,7 +15,8 @@ Schema (every key optional unless marked required; unknown keys and wrong types 
     training: {optimizer: {name, learning_rate, momentum, weight_decay}, schedule: {name, warmup_epochs,
                decay_epochs, decay_rate}, epochs: int, batch_size: int, balancer: {name, ...options},
                strategy: str, seed: int, seeds: [int, ...], select: {monitor: val_..., mode: min|max},
-               augment: {crop: bool, flip: bool, randaugment: bool},
+               augment: {crop: bool, flip: bool, randaugment: bool,
+                         resize_shorter: int (training view: shorter side to it, then an input_size crop)},
                phases: [{name: str (required), epochs: int (required), trainable: [part, ...],
                          learning_rate: float}]}
     init: str                          (another entry's name or a weights path: fine-tuning starts from it)
@@ -62,7 +63,8 @@ SCHEMA = {
                  "schedule": {"name": str, "warmup_epochs": int, "decay_epochs": int, "decay_rate": float},
                  "epochs": int, "batch_size": int, "balancer": ANY, "strategy": str, "seed": int,
                  "seeds": list, "select": {"monitor": str, "mode": str},
-                 "augment": {"crop": bool, "flip": bool, "randaugment": bool}, "phases": list},
+                 "augment": {"crop": bool, "flip": bool, "randaugment": bool, "resize_shorter": int},
+                 "phases": list},
     "export": {"version": int},
 }
 PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": float}

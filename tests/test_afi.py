@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from affect_zoo.layers.afi import NORM_EPSILON, AdaptiveFeatureInteraction
+from affect_zoo.layers.afi import AdaptiveFeatureInteraction, recalibrate_gradient
 
 SHAPE = (2, 3, 3, 8)
 
@@ -97,13 +97,14 @@ def test_forward_is_the_same_with_recalibration_on_and_off(rng):
 # --- gradient recalibration ------------------------------------------------------------------------------
 
 def recalibrated_numpy(g_afi, g_sc, temperature):
-    """Eq. 8 in float64, with the documented floor on the norms."""
+    """Eq. 8 in float64; ‖g_SC‖ = 0 < ‖g_AFI‖ takes the formula's limit, a factor 0."""
     g_afi, g_sc = g_afi.astype(np.float64), g_sc.astype(np.float64)
     norm_afi, norm_sc = np.linalg.norm(g_afi), np.linalg.norm(g_sc)
     if norm_afi <= norm_sc:
         return g_sc + g_afi
-    ratio = max(norm_afi, NORM_EPSILON) / max(norm_sc, NORM_EPSILON)
-    return g_sc + temperature / (np.log(ratio) + 1.0) * g_afi
+    if norm_sc == 0:  # lim_{s→0+} T / (ln(a/s) + 1) = 0
+        return g_sc
+    return g_sc + temperature / (np.log(norm_afi / norm_sc) + 1.0) * g_afi
 
 
 def input_and_weight_gradients(layer, x_a, x_e, c_a, c_e, in_function):
@@ -153,18 +154,37 @@ def test_recalibration_matches_eq8(rng, temperature, in_function):
         np.testing.assert_allclose(got, plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("sc_scale", [1e-1, 1e-8, 1e-15, 0.0])
+def test_recalibration_factor_tends_to_zero_as_the_shortcut_gradient_vanishes(rng, sc_scale):
+    """Eq. 8: f = T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI when ‖g_AFI‖ > ‖g_SC‖. As ‖g_SC‖ → 0 the log grows without
+    bound, so the factor tends to 0; at ‖g_SC‖ = 0 the layer uses that limit (not a floored ratio, which would
+    give T/29 at a floor of 1e-12). Checked against the formula in NumPy, T = 0.7."""
+    g_afi = rng.normal(size=SHAPE).astype("float32")
+    g_sc = (sc_scale * rng.normal(size=SHAPE)).astype("float32")
+    got = np.asarray(recalibrate_gradient(tf.constant(g_afi), tf.constant(g_sc), tf.constant(0.7)))
+    want = recalibrated_numpy(g_afi, g_sc, 0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30)
+    factor = np.linalg.norm(got - g_sc) / np.linalg.norm(g_afi)
+    ln_ratio = np.log(np.linalg.norm(g_afi) / np.linalg.norm(g_sc)) if sc_scale else np.inf
+    assert factor == pytest.approx(0.7 / (ln_ratio + 1.0), rel=1e-5, abs=0.0)
+    if sc_scale == 0.0:
+        assert np.array_equal(got, np.zeros_like(got))
+
+
 def test_recalibration_with_zero_norms_stays_finite(rng):
     layer = make_layer(rng, recalibrate=True)
     x_a, x_e = pair(rng)
     zero = np.zeros(SHAPE, "float32")
     c_e = rng.normal(size=SHAPE).astype("float32")
-    # x'_A does not reach the loss: ‖g_SC‖ = 0 < ‖g_AFI‖ for x_A, so the floor sets the ratio.
-    g_a, g_e, _ = input_and_weight_gradients(layer, x_a, x_e, zero, c_e, in_function=False)
+    # x'_A does not reach the loss (no aesthetic label in the batch): ‖g_SC‖ = 0 < ‖g_AFI‖ for x_A, so the factor
+    # is the limit 0 and x_A gets g_SC + 0·g_AFI = 0, finite; x_E is recalibrated as usual.
+    g_a, g_e, g_w = input_and_weight_gradients(layer, x_a, x_e, zero, c_e, in_function=True)
     plain_a, plain_e, _ = input_and_weight_gradients(twin_without_recalibration(layer), x_a, x_e, zero, c_e,
                                                      in_function=False)
-    assert np.isfinite(g_a).all() and np.isfinite(g_e).all()
+    assert np.isfinite(g_a).all() and np.isfinite(g_e).all() and all(np.isfinite(g).all() for g in g_w)
     assert np.linalg.norm(plain_a) > 0
-    np.testing.assert_allclose(g_a, recalibrated_numpy(plain_a, zero, 1.0), atol=1e-7)
+    np.testing.assert_array_equal(g_a, recalibrated_numpy(plain_a, zero, 1.0))
+    np.testing.assert_array_equal(g_a, zero)
     np.testing.assert_allclose(g_e, recalibrated_numpy(plain_e - c_e, c_e, 1.0), atol=1e-5)
     # Nothing reaches the loss: both norms are zero, and the gradient is zero, not NaN.
     g_a, g_e, _ = input_and_weight_gradients(layer, x_a, x_e, zero, zero, in_function=False)

@@ -21,10 +21,20 @@ def test_spatial_softmax_is_per_channel_over_positions(rng):
     np.testing.assert_allclose(a.sum(axis=(1, 2)), 1.0, rtol=1e-5)
 
 
-def test_label_attention_weights_the_confidence_maps(rng):
+def test_label_attention_default_is_the_papers_maps(rng):
+    """Xue et al. 2019, eq. 8: M = F_cc(A, θ_cc), A ∈ R^{14×14×C}: by default the layer passes the attention maps
+    A (softmax over positions per label) on unchanged, with no weights and no extra output."""
+    z = rng.normal(size=(2, 3, 3, 4)).astype("float32")
+    layer = LabelAttention()
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in layer(z).items()}
+    assert sorted(out) == ["attended", "attention"] and not layer.weights
+    np.testing.assert_allclose(out["attended"], np_softmax_positions(z), rtol=1e-5)
+
+
+def test_label_attention_confidence_variant_weights_the_confidence_maps(rng):
     z = rng.normal(size=(2, 3, 3, 4)).astype("float32")
     x = rng.normal(size=(2, 3, 3, 6)).astype("float32")
-    layer = LabelAttention()
+    layer = LabelAttention(mode="confidence")
     out = {k: keras.ops.convert_to_numpy(v) for k, v in layer([z, x]).items()}
     kernel, bias = layer.confidence.get_weights()
     s = x @ kernel[0, 0] + bias
@@ -38,9 +48,9 @@ def test_label_attention_weights_the_confidence_maps(rng):
 
 def test_label_attention_rejects_bad_inputs(rng):
     with pytest.raises(ValueError, match=r"takes \[scores, features\]"):
-        LabelAttention()(rng.normal(size=(1, 2, 2, 3)).astype("float32"))
+        LabelAttention(mode="confidence")(rng.normal(size=(1, 2, 2, 3)).astype("float32"))
     with pytest.raises(ValueError, match=r"same H, W"):
-        LabelAttention()([np.zeros((1, 2, 2, 3), "float32"), np.zeros((1, 3, 3, 4), "float32")])
+        LabelAttention(mode="confidence")([np.zeros((1, 2, 2, 3), "float32"), np.zeros((1, 3, 3, 4), "float32")])
     with pytest.raises(ValueError, match=r"mode must be one of"):
         LabelAttention(mode="soft")
 
@@ -75,7 +85,7 @@ def test_alpha_fusion_formula_and_bounds():
 
 
 @pytest.mark.parametrize("make, inputs", [
-    (lambda: LabelAttention(rescale=True, name="att"),
+    (lambda: LabelAttention(mode="confidence", rescale=True, name="att"),
      lambda r: [r.normal(size=(1, 2, 2, 3)), r.normal(size=(1, 2, 2, 5))]),
     (lambda: SemanticDependency((4, 6), se_ratio=2, name="sem"), lambda r: r.normal(size=(1, 2, 2, 3))),
     (lambda: AlphaFusion(0.3, parametrization="sigmoid", name="fus"),

@@ -165,3 +165,45 @@ def test_load_split_by_name_or_directory_and_missing_dataset(builder, tmp_path):
     with pytest.raises(ValueError, match=rf"no built dataset at {tmp_path}/emotion6/1.0.0 .*tfds build "
                                          r"tfds_builders/emotion6"):
         data.load_split(str(tmp_path / "emotion6" / "1.0.0"), "train")
+
+
+def shorter_side_reference(image, shorter):
+    """The protocol written out: scale both sides by shorter / min(H, W), rounded (aspect kept), bilinear."""
+    h, w = image.shape[:2]
+    scale = shorter / min(h, w)
+    size = (max(shorter, int(round(h * scale))), max(shorter, int(round(w * scale))))
+    return tf.image.resize(image.astype(np.float32), size, method="bilinear", antialias=True).numpy()
+
+
+def test_shorter_side_resize_then_crop_training_view():
+    """Yang et al. 2021 (seed 001): "resize the shorter side to 480, crop 448 × 448" — here at 24 → 20 px on 30×45
+    and 45×30 images: without ``crop`` the centre crop, with it a crop that is some 20×20 window of the resized
+    image (aspect kept: 24×36)."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((30, 45, 3), (45, 30, 3))]
+    source = tf.data.Dataset.from_generator(lambda: ({"image": im, "y": np.float32(1)} for im in images),
+                                            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
+                                                              "y": tf.TensorSpec((), tf.float32)})
+    task = [Task("y", "regression", 1)]
+    centre = {"resize_shorter": 24, "crop": False, "flip": False}
+    xs, _ = batches(data.make_pipeline(source, task, (20, 20), 2, training=True, augment=centre, shuffle_buffer=0,
+                                       seed=0))
+    for got, image in zip(xs[0], images):
+        ref = shorter_side_reference(image, 24)
+        assert min(ref.shape[:2]) == 24 and max(ref.shape[:2]) == 36
+        top, left = (ref.shape[0] - 20) // 2, (ref.shape[1] - 20) // 2
+        np.testing.assert_allclose(got, np.clip(ref[top:top + 20, left:left + 20], 0, 255), atol=1e-3)
+    random = {"resize_shorter": 24, "crop": True, "flip": False}
+    offsets = set()
+    for seed in range(4):
+        xs, _ = batches(data.make_pipeline(source, task, (20, 20), 2, training=True, augment=random,
+                                           shuffle_buffer=0, seed=seed))
+        for got, image in zip(xs[0], images):
+            ref = np.clip(shorter_side_reference(image, 24), 0, 255)
+            found = [(i, j) for i in range(ref.shape[0] - 19) for j in range(ref.shape[1] - 19)
+                     if np.allclose(got, ref[i:i + 20, j:j + 20], atol=1e-3)]
+            assert found, "the crop is no 20×20 window of the shorter-side-resized image"
+            offsets.add(found[0])
+    assert len(offsets) > 2
+    with pytest.raises(ValueError, match=r"resize_shorter must be an int >= the input size \(20, 20\)"):
+        data.make_pipeline(source, task, (20, 20), 2, training=True, augment={"resize_shorter": 16})

@@ -24,8 +24,10 @@ SEMDEP = {
     "name": "tiny_semdep",
     "dataset": {"name": "voc2007", "splits": SPLITS, "targets": {"labels": ["labels"]},
                 "ignore": {"labels": "difficult"}},
-    "model": {"family": "semdep", "backbone": "mobilenetv2", "input_size": [64, 64],
-              "options": {"alpha": 0.35, "attention_filters": [8, 8], "semantic_filters": [8, 8], "se_ratio": 4}},
+    # VGG16: a random MobileNetV2 gives ~0 features at 64 px, whose dead attention ReLUs would never train on the
+    # paper's attention path (which has no confidence conv of its own)
+    "model": {"family": "semdep", "backbone": "vgg16", "input_size": [64, 64],
+              "options": {"attention_filters": [8, 8], "semantic_filters": [8, 8], "se_ratio": 4}},
     "tasks": [{"name": "labels", "kind": "multilabel", "size": 20, "loss": "masked_bce"}],
     "training": {"batch_size": 2, "optimizer": {"name": "adam", "learning_rate": 0.01},
                  "phases": [{"name": name, "epochs": 1, "trainable": list(semdep.PHASES[k]), "learning_rate": rate}
@@ -86,7 +88,7 @@ def test_phases_ran_in_order_and_each_moved_only_its_parts(semdep_run):
     assert [m["name"] for m in markers] == list(PHASES) and [m["phase"] for m in markers] == [1, 2, 3, 4]
     assert all(a["finished"] < b["finished"] for a, b in zip(markers, markers[1:]))
     assert [(p["output"], p["learning_rate"], p["skipped"]) for p in card["produced"]["phases"]] == [
-        ("labels_global", 0.01, False), ("labels_attention", 0.01, False), ("labels_semantic", 0.01, False),
+        ("labels_global", 0.01, False), ("labels_semantic", 0.01, False), ("labels_semantic", 0.01, False),
         ("labels", 0.001, False)]
     after = [part_weights(phase_dir(root / "semdep_run", k) / experiments.PHASE_WEIGHTS) for k in range(1, 5)]
     for k in (2, 3, 4):
@@ -175,7 +177,10 @@ def test_resume_skips_finished_phases_and_continues_a_killed_one(semdep_run, tmp
 @pytest.mark.parametrize("edit, message", [
     (lambda r: r["model"].update(family="multitask", architecture="afi"), r"training\.phases: only the semdep"),
     (lambda r: r["training"]["phases"][1].update(trainable=["semantic"]),
+     r"training\.phases\[1\]\.trainable: phase 'attention' trains \['attention', 'semantic'\]"),
+    (lambda r: r["model"]["options"].update(attention="confidence"),
      r"training\.phases\[1\]\.trainable: phase 'attention' trains \['attention'\]"),
+    (lambda r: r["model"]["options"].update(attention="srn"), r"model\.options\.attention: 'srn' is not one of"),
     (lambda r: r["training"]["phases"][0].update(name="heads"), r"training\.phases\[0\]\.name: unknown phase"),
 ])
 def test_phase_recipe_errors_name_the_key(edit, message):
@@ -205,7 +210,7 @@ def mmemo_run(zoo_root, affect_multimodal_dummy_data_dir):
 
 
 def dummy_builder(data_dir):
-    return tfds.builder_from_directory(str(data_dir / "affect_multimodal" / "1.0.0"))
+    return tfds.builder_from_directory(str(data_dir / "affect_multimodal" / "1.1.0"))
 
 
 def test_mmemo_card_has_accuracy_per_classifier_on_the_samples_it_applies_to(mmemo_run):

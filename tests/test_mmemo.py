@@ -163,3 +163,73 @@ def test_encode_records_for_predict():
                                   [[1, 1, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0]])
     out = built()(x)
     np.testing.assert_array_equal(out["answered_by"], [6, -1, 2, -1])
+
+
+def np_text_pooling(ids, embedded, kernel, bias):
+    """One text branch in NumPy: a "valid" Conv1D (windows of h whole tokens), ReLU, then max/avg/min over the
+    windows whose first token is real (id != 0)."""
+    h = kernel.shape[0]
+    out = []
+    for row_ids, row in zip(ids, embedded.astype(np.float64)):
+        windows = np.stack([row[i:i + h].reshape(-1) for i in range(len(row) - h + 1)])
+        conv = np.maximum(windows @ kernel.reshape(-1, kernel.shape[-1]) + bias, 0.0)
+        real = conv[row_ids[:len(conv)] != 0]
+        out.append(np.concatenate([real.max(0), real.mean(0), real.min(0)]) if len(real) else
+                   np.zeros(3 * conv.shape[1]))
+    return np.array(out)
+
+
+def test_text_encoder_uses_plain_windows_and_dropout_by_default():
+    """Pagé Fortin & Chaib-draa 2019: the text (cut at 150 words) is a matrix of word vectors convolved by plain
+    h×300 windows, h = 3, 4, 5 (no padding: a text of n words has n − h + 1 windows), pooled, with dropout in the
+    extractor. Checked against NumPy with the network's own weights; dropout acts in training only."""
+    net = build()
+    x = batch([(1, 1, 1)] * 3, seed=4)
+    x["text"][2] = 0
+    x["text"][2, :2] = [7, 9]  # two words: shorter than every window, still one window (starting on a real token)
+    probe = keras.Model(net.input, [net.get_layer("text_embedding").output]
+                        + [net.get_layer(f"text_pool{h}").output for h in (3, 4, 5)])
+    embedded, *pooled = (np.asarray(v) for v in probe(x))
+    for h, got in zip((3, 4, 5), pooled):
+        conv = net.get_layer(f"text_conv{h}")
+        assert conv.padding == "valid" and conv.output.shape[1] == TEXT_LEN - h + 1
+        kernel, bias = conv.get_weights()
+        np.testing.assert_allclose(got, np_text_pooling(x["text"], embedded, kernel, bias), rtol=1e-4, atol=1e-5)
+    dropout = net.get_layer("text_pooled_dropout")
+    assert dropout.rate == 0.5 and dropout.input is net.get_layer("text_concat").output
+    assert net.get_layer("text_fc").input is dropout.output
+    features = keras.Model(net.input, net.get_layer("text_fc").output)
+    np.testing.assert_array_equal(features(x, training=False), features(x, training=False))
+    assert not np.allclose(features(x, training=True), features(x, training=False))
+
+
+def test_paper_defaults_and_the_documented_options():
+    """Defaults are the paper's: 150 words, valid windows, text dropout; "same" and no dropout are options."""
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(mmemo.build).parameters.items()}
+    assert (defaults["max_text_length"], defaults["text_padding"], defaults["text_dropout"]) == (150, "valid", 0.5)
+    vocab = Vocabulary(["<pad>", "<oov>", "w"])
+    x = mmemo.encode_records([{"text": "w " * 200}], vocab, vocab, SHAPE)
+    assert x["text"].shape == (1, 150) and (x["text"] != 0).sum() == 150
+    net = build(text_padding="same", text_dropout=0.0)
+    assert net.get_layer("text_conv5").output.shape[1] == TEXT_LEN
+    assert not [layer.name for layer in net.layers if "dropout" in layer.name]
+    both = {layer.name for layer in build(dropout=0.5).layers}  # the extractor's and p_text's own dropout
+    assert {"text_pooled_dropout", "text_dropout"} <= both
+    with pytest.raises(ValueError, match=r"text_padding must be one of \('valid', 'same'\)"):
+        build(text_padding="causal")
+
+
+def test_text_shorter_than_the_widest_window_is_padded_to_it(tmp_path):
+    """max_text_length 4 < h = 5: the ids are padded to 5 inside the network, so every width has a window."""
+    net = mmemo.build("vgg16", K, SHAPE, text_vocab_size=TEXT_VOCAB, tags_vocab_size=TAG_VOCAB, max_text_length=4,
+                      max_tags=TAGS)
+    assert net.get_layer("text_conv5").output.shape[1] == 1 and net.get_layer("text_conv3").output.shape[1] == 3
+    x = {**batch([(0, 1, 0)] * 2, seed=5), "text": np.array([[3, 4, 5, 6], [8, 0, 0, 0]], "int32")}
+    out = net(x)
+    assert np.isfinite(out["p_text"]).all() and out["answered_by"].numpy().tolist() == [1, 1]
+    assert np.abs(np.asarray(keras.Model(net.input, net.get_layer("text_pool5").output)(x))).sum() > 0
+    path = tmp_path / "short.keras"
+    net.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path)(x)["p_text"], out["p_text"], rtol=1e-5)

@@ -35,9 +35,11 @@ else:  # until tasks.py knows the loss: the same task with the masked loss and m
 
 
 @functools.lru_cache(maxsize=None)
-def small():
+def small(attention="maps"):
     keras.utils.set_random_seed(0)
-    return semdep.build("mobilenetv2", TASK, SHAPE, alpha=0.35)
+    # VGG16, not MobileNetV2: a random MobileNetV2's last stage is ~0 at 64 px, which leaves the attention's ReLUs
+    # dead, so on the paper's path (no confidence conv) the attention would get no gradient at all.
+    return semdep.build("vgg16", TASK, SHAPE, attention=attention)
 
 
 def images(n=4, seed=0):
@@ -67,8 +69,45 @@ def test_densenet121_paper_architecture_builds():
     assert isinstance(semantic, SemanticDependency) and semantic.filters == (256, 256, 512, 1024)
     assert isinstance(by_name["fusion_alpha"], AlphaFusion)
     assert float(by_name["fusion_alpha"].alpha) == pytest.approx(0.48)
-    assert sorted(net.output) == ["voc", "voc_attention", "voc_global", "voc_semantic"]
+    assert sorted(net.output) == ["voc", "voc_global", "voc_semantic"]
+    assert by_name["attention_labels"].mode == "maps" and not by_name["attention_labels"].weights
     assert {semdep.part_of(layer.name) for layer in net.layers if layer.weights} == set(semdep.PARTS)
+
+
+def np_spatial_softmax(z):
+    b, h, w, c = z.shape
+    flat = z.astype("float64").reshape(b, h * w, c)
+    e = np.exp(flat - flat.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).reshape(z.shape)
+
+
+def test_default_path_feeds_the_attention_maps_to_the_semantic_part():
+    """Xue et al. 2019, eq. 8: "M = F_cc(A, θ_cc), A ∈ R^{14×14×C}" — the input of SE and the four convs is the
+    attention map A itself, A_c = softmax of the scores Z_c over the H·W positions (eq. 7), computed here in NumPy
+    from the network's own scores."""
+    net = small()
+    probe = keras.Model(net.input, [net.get_layer("attention_scores").output,
+                                    net.get_layer("semantic_dependency").input])
+    z, semantic_input = (np.asarray(v) for v in probe(images()))
+    np.testing.assert_allclose(semantic_input, np_spatial_softmax(z), rtol=1e-5, atol=1e-7)
+    assert "labels_attention" not in net.output and semdep.attention_mode(net) == "maps"
+
+
+def test_confidence_variant_is_an_option_with_its_own_attention_output():
+    """The SRN-style variant (not the paper's): U = A ⊙ σ(S) with S a 1×1 conv of X, and y_att = Σ_p A(p)·S(p)."""
+    net = small("confidence")
+    assert sorted(net.output) == ["labels", "labels_attention", "labels_global", "labels_semantic"]
+    layer = net.get_layer("attention_labels")
+    probe = keras.Model(net.input, [net.get_layer("attention_scores").output, layer.input[1],
+                                    net.get_layer("semantic_dependency").input, net.output["labels_attention"]])
+    z, x, semantic_input, p_att = (np.asarray(v, "float64") for v in probe(images()))
+    kernel, bias = layer.confidence.get_weights()
+    s = x @ kernel[0, 0] + bias
+    a = np_spatial_softmax(z)
+    np.testing.assert_allclose(semantic_input, a / (1 + np.exp(-s)), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(logit(p_att), (a * s).sum(axis=(1, 2)), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match=r"attention must be one of \('maps', 'confidence'\)"):
+        semdep.build("mobilenetv2", TASK, SHAPE, alpha=0.35, attention="srn")
 
 
 def test_prediction_fuses_the_two_branches_logits():
@@ -85,10 +124,17 @@ def test_phase_flags_tasks_and_targets():
     assert semdep.phase_trainable(net, "semantic") == {"backbone": False, "global": False, "attention": False,
                                               "semantic": True, "fusion": False}
     assert all(semdep.phase_trainable(net, 4).values())
+    assert semdep.phase_trainable(net, "attention") == {"backbone": False, "global": False, "attention": True,
+                                                        "semantic": True, "fusion": False}
+    assert semdep.phase_trainable(small("confidence"), "attention") == {
+        "backbone": False, "global": False, "attention": True, "semantic": False, "fusion": False}
     assert [t.name for p in (1, 2, 3, 4) for t in semdep.phase_tasks(TASK, p)] == [
+        "labels_global", "labels_semantic", "labels_semantic", "labels"]
+    assert [t.name for p in (1, 2, 3, 4) for t in semdep.phase_tasks(TASK, p, "confidence")] == [
         "labels_global", "labels_attention", "labels_semantic", "labels"]
-    assert semdep.phase_targets({"labels": 1, "other": 2}, "labels", "attention") == {"labels_attention": 1,
+    assert semdep.phase_targets({"labels": 1, "other": 2}, "labels", "attention") == {"labels_semantic": 1,
                                                                                       "other": 2}
+    assert semdep.phase_targets({"labels": 1}, "labels", "attention", "confidence") == {"labels_attention": 1}
     for bad in (5, "heads"):
         with pytest.raises(ValueError, match=r"phase must be one of \[1, 2, 3, 4\] or \['backbone'"):
             semdep.phase_trainable(net, bad)
@@ -106,11 +152,11 @@ def snapshot(net):
     return out
 
 
-@pytest.mark.parametrize("phase", [2, 3])
-def test_frozen_parts_do_not_move_in_their_stage(phase):
-    """All four outputs are trained, so every part gets a gradient: only the phase's parts may change (frozen
+@pytest.mark.parametrize("phase, attention", [(2, "maps"), (3, "maps"), (2, "confidence")])
+def test_frozen_parts_do_not_move_in_their_stage(phase, attention):
+    """All outputs are trained, so every part gets a gradient: only the phase's parts may change (frozen
     BatchNormalization statistics included)."""
-    net = small()
+    net = small(attention)
     semdep.phase_trainable(net, phase)
     model = MultiTaskModel(net, tasks=[dataclasses.replace(TASK, name=n) for n in net.output])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)  # eager: no minute-long trace on CPU
@@ -120,7 +166,7 @@ def test_frozen_parts_do_not_move_in_their_stage(phase):
     after = snapshot(net)
     for part in semdep.PARTS:
         changed = any(not np.array_equal(b, a) for b, a in zip(before[part], after[part]))
-        assert changed == (part in semdep.PHASES[phase]), (phase, part)
+        assert changed == (part in semdep.phase_parts(phase, attention)), (phase, part)
     semdep.phase_trainable(net, 4)
 
 

@@ -7,8 +7,8 @@ from keras import ops
 
 from affect_zoo.layers.mixing import pair_channels, split_pair
 
-#: Floor on the gradient norms in the recalibration ratio: a zero ‖g_SC‖ gives a large finite ratio, not a
-#: division by zero.
+#: Floor on ‖g_SC‖ in the logged ratio ‖g_AFI‖/‖g_SC‖ only (``training_stats``); the recalibration itself takes
+#: the limit ‖g_SC‖ → 0 exactly (see ``recalibrate_gradient``).
 NORM_EPSILON = 1e-12
 
 POOLINGS = ("both", "max", "avg")
@@ -18,13 +18,17 @@ def recalibrate_gradient(g_afi, g_sc, temperature):
     """Eq. 8: ``g_SC + f``, f = T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI if ‖g_AFI‖ > ‖g_SC‖, else g_AFI.
 
     Norms are L2 over the whole tensor, taken in float32 so float16 gradients cannot overflow the sum of
-    squares. Both norms are floored at ``NORM_EPSILON`` inside the logarithm, so the ratio is finite and
-    never below 1 where the scaling applies (the factor stays in (0, T]); both norms zero leaves g_AFI as is.
+    squares. ‖g_SC‖ = 0 < ‖g_AFI‖ (the branch's own task has no label in the batch, so its shortcut gets no gradient)
+    is the formula's limit: ln(‖g_AFI‖/‖g_SC‖) → ∞, so the factor is exactly 0 and the result is g_SC = 0 — not a
+    floored ratio (a floor of 1e-12 gives about T/29 at ‖g_AFI‖ ≈ 1). Both norms zero is the "else" case and leaves
+    g_AFI (zero) as is. The logarithm only ever sees positive norms, so no inf or NaN is formed.
     """
     norm_afi = tf.norm(tf.cast(g_afi, tf.float32))
     norm_sc = tf.norm(tf.cast(g_sc, tf.float32))
-    log_ratio = tf.math.log(tf.maximum(norm_afi, NORM_EPSILON)) - tf.math.log(tf.maximum(norm_sc, NORM_EPSILON))
-    scale = tf.where(norm_afi > norm_sc, temperature / (log_ratio + 1.0), 1.0)
+    larger = norm_afi > norm_sc
+    finite = larger & (norm_sc > 0.0)  # both norms positive: the ratio is finite and > 1
+    log_ratio = tf.math.log(tf.where(finite, norm_afi, 1.0)) - tf.math.log(tf.where(finite, norm_sc, 1.0))
+    scale = tf.where(finite, temperature / (log_ratio + 1.0), tf.where(larger, 0.0, 1.0))
     return g_sc + tf.cast(scale, g_afi.dtype) * g_afi
 
 
@@ -90,7 +94,8 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
         with recalibration on or off.
       - The temperature T is the non-trainable variable ``temperature`` (initial value ``temperature``). It
         appears only in the backward pass, so the task loss gives it no gradient: it stays fixed unless a user
-        assigns it (``layer.temperature.assign(0.5)``). It exists even with ``recalibrate=False`` so that
+        assigns it (``layer.temperature.assign(0.5)``). The paper learns T; that would need a meta-gradient or a
+        validation-driven rule, not implemented (a deviation stated in the README's AFI section). It exists even with ``recalibrate=False`` so that
         checkpoints are interchangeable between the two settings.
 
     Call: ``layer([x_a, x_e], training=...) -> [x'_a, x'_e]``. For logging, ``interaction_weights`` returns

@@ -3,18 +3,19 @@
 The multi-label network (``affect_zoo.models.semdep``) is, for features X (B, H, W, D) of a backbone:
 
     Z = conv_att(X)                       1×1×512 → 3×3×512 → 1×1×C, the attention scores of the C labels
-    A, U, y_att = LabelAttention()([Z, X])
-    ỹ = FC(GAP(SemanticDependency()(U)))  SE → 4 × (1×1 conv → SE)
+    A = LabelAttention(mode="maps")(Z)    A_c = softmax of Z_c over the H·W positions
+    ỹ = FC(GAP(SemanticDependency()(A)))  SE → 4 × (1×1 conv → SE)
     y' = FC(GAP(X))
     ŷ = AlphaFusion()([y', ỹ])            α·y' + (1 − α)·ỹ, α trainable, initialised to 0.48
 
-How the attention maps weight the features (the paper says only that the maps weight features; this is the
-choice made here, the one of Zhu et al.'s Spatial Regularization Net that the paper builds on): each label c has
-an attention map A_c, a softmax of Z_c over the H·W positions, and a confidence map S_c = 1×1 conv of X (a
-linear read-out of "label c is here"). The attended map is U_c = A_c ⊙ σ(S_c): it is high where label c's
-attention falls on a confident location. U has one channel per label, so the semantic-dependency convolutions
-that follow mix labels: that is where label co-occurrence is learnt. The attention branch also gives its own
-prediction y_att,c = Σ_p A_c(p)·S_c(p) (the confidence averaged under the attention), which supervises the
+That is the paper's eq. 8, "M = F_cc(A, θ_cc), A ∈ R^{14×14×C}": the attention maps themselves, one channel per
+label, are the input of the semantic-dependency convolutions, which mix labels — that is where label co-occurrence
+is learnt.
+
+``mode="confidence"`` is a variant of this project's, not the paper's, after Zhu et al.'s Spatial Regularization
+Net: a confidence map S_c = 1×1 conv of X (a linear read-out of "label c is here") is weighted by the attention,
+U_c = A_c ⊙ σ(S_c) (high where label c's attention falls on a confident location), and the attention gets its own
+prediction y_att,c = Σ_p A_c(p)·S_c(p) (the confidence averaged under the attention), which can supervise the
 attention alone in the second training stage.
 """
 import math
@@ -25,7 +26,7 @@ from keras import ops
 
 from affect_zoo.layers.se import SqueezeExcitation
 
-MODES = ("confidence", "maps")
+MODES = ("maps", "confidence")
 PARAMETRIZATIONS = ("clip", "sigmoid")
 
 
@@ -40,13 +41,15 @@ def spatial_softmax(logits):
 class LabelAttention(keras.layers.Layer):
     """Per-label spatial attention: a softmax over positions for each channel of the attention scores.
 
-    Input: ``[scores, features]`` — scores Z (B, H, W, C), one channel per label (e.g. from a small conv stack),
-    and the features X (B, H, W, D) they were computed from — or ``scores`` alone with ``mode="maps"``.
+    Input: ``scores`` Z (B, H, W, C), one channel per label (e.g. from a small conv stack) with ``mode="maps"``
+    (the paper's); ``[scores, features]`` with ``mode="confidence"``, the features X (B, H, W, D) Z was computed
+    from.
 
     Output, a dict:
       - ``attention``: A (B, H, W, C), A_c = softmax over the H·W positions of Z_c (each map sums to 1);
-      - ``attended``: mode "confidence" (default): U = A ⊙ σ(S), S = the label confidence maps, a 1×1
-        convolution of X to C channels (the layer's weights); mode "maps": U = A;
+      - ``attended``: mode "maps" (default, the paper's eq. 8): U = A; mode "confidence" (this project's SRN-style
+        variant): U = A ⊙ σ(S), S = the label confidence maps, a 1×1 convolution of X to C channels (the layer's
+        weights);
       - ``scores``: mode "confidence" only: y_att (B, C) = Σ_p A(p)·S(p), the attention's own per-label logits.
 
     ``rescale=True`` multiplies A by H·W in ``attended`` (a uniform map becomes all ones), which keeps the
@@ -54,7 +57,7 @@ class LabelAttention(keras.layers.Layer):
     paper.
     """
 
-    def __init__(self, mode="confidence", rescale=False, **kwargs):
+    def __init__(self, mode="maps", rescale=False, **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -3,9 +3,10 @@
 Three encoders, each to a 300-d feature:
 
     image  staged backbone → GAP → FC 300 (ReLU)
-    text   token embeddings (trainable; optionally initialised from word vectors) → parallel Conv1D h = 3, 4, 5
-           with 100 filters each (ReLU, "same" padding) → global max, average and min pooling over the real
-           tokens → FC 300 (ReLU)
+    text   token embeddings (trainable; optionally initialised from word vectors) of the first 150 words →
+           parallel Conv1D h = 3, 4, 5 with 100 filters each (ReLU; plain h×d windows, "valid" padding) →
+           global max, average and min pooling over the windows that start on a real token → dropout → FC 300
+           (ReLU)
     tags   tag embeddings (250) → Conv1D 300 filters (width 1 by default: tags are a set, so the branch is
            order-invariant) → global max over the real tags → 300
 
@@ -21,6 +22,13 @@ Outputs: the seven probability vectors, ``prediction`` — per sample, the outpu
 are exactly the present ones — and ``answered_by``, the index of that classifier in ``OUTPUT_NAMES`` (int32).
 A sample with no modality present gets the uniform distribution and ``answered_by = -1`` (the builder refuses
 such records, so this only happens at predict time).
+
+Text encoder options, each defaulting to the paper's: ``max_text_length=150`` (the paper cuts text at 150 words),
+``text_padding="valid"`` (the paper's plain h×300 windows; "same" zero-pads the sequence so there is one window
+per token) and ``text_dropout=0.5`` (the paper's text extractor uses dropout; the rate and its place, on the
+pooled features before the FC, are assumed — Kim's 2014 text CNN, which the extractor follows, uses 0.5 there).
+With "valid" windows a text shorter than the widest window still gets one window: the ids are padded to at least
+max(h) inside the network, and a window counts in the pooling when its first token is a real one.
 
 Training: the loss is the sum of the seven cross-entropies, a classifier's term dropped for every sample lacking
 one of its modalities. This reuses ``affect_zoo.training.MultiTaskModel`` unchanged: ``tasks(K)`` are seven
@@ -46,13 +54,17 @@ CLASSIFIERS = tuple(c for n in (1, 2, 3) for c in itertools.combinations(MODALIT
 OUTPUT_NAMES = tuple("p_all" if len(c) == 3 else "p_" + "_".join(c) for c in CLASSIFIERS)
 PRESENT = {m: f"{m}_present" for m in MODALITIES}
 POOLING_MODES = ("max", "avg", "min")
+TEXT_PADDINGS = ("valid", "same")
+MAX_TEXT_LENGTH = 150  # the paper's cut; the affect_multimodal builder's too
 
 
 @keras.saving.register_keras_serializable(package="affect_zoo")
 class MaskedGlobalPooling1D(keras.layers.Layer):
-    """Global pooling of ``[x, mask]``: x (B, T, F) over the positions where ``mask`` (B, T) is non-zero (a bool
+    """Global pooling of ``[x, mask]``: x (B, T, F) over the positions where ``mask`` (B, T') is non-zero (a bool
     mask, or the token ids themselves: id 0 is padding), for each of ``modes`` ("max", "avg", "min"),
-    concatenated on the feature axis. A sample with no valid position gives zeros."""
+    concatenated on the feature axis. A sample with no valid position gives zeros. A mask longer than x
+    (T' > T: x is a "valid" convolution of width T' − T + 1) is cut to its first T entries, so window i counts
+    when its first token is real."""
 
     def __init__(self, modes=("max",), **kwargs):
         super().__init__(**kwargs)
@@ -63,7 +75,7 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
 
     def call(self, inputs):
         x, mask = inputs
-        mask = ops.cast(ops.not_equal(mask, 0), x.dtype)[..., None]
+        mask = ops.cast(ops.not_equal(mask[:, :ops.shape(x)[1]], 0), x.dtype)[..., None]
         count = ops.sum(mask, axis=1)
         has_any = ops.cast(count > 0, x.dtype)
         out = []
@@ -83,6 +95,25 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "modes": list(self.modes)}
+
+
+@keras.saving.register_keras_serializable(package="affect_zoo")
+class PadIds(keras.layers.Layer):
+    """Right-pads (B, T) int ids with the padding id 0 to at least ``min_length`` positions (a "valid" window of
+    width h needs T >= h)."""
+
+    def __init__(self, min_length, **kwargs):
+        super().__init__(**kwargs)
+        self.min_length = int(min_length)
+
+    def call(self, ids):
+        return ops.pad(ids, [[0, 0], [0, max(0, self.min_length - ids.shape[1])]])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], max(self.min_length, input_shape[1]))
+
+    def get_config(self):
+        return {**super().get_config(), "min_length": self.min_length}
 
 
 @keras.saving.register_keras_serializable(package="affect_zoo")
@@ -114,10 +145,10 @@ class ModalitySelector(keras.layers.Layer):
 
 
 def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, tags_vocab_size,
-          max_text_length=100, max_tags=10, weights=None, alpha=None, text_embedding_dim=300,
-          text_kernel_sizes=(3, 4, 5), text_filters=100, text_pooling=POOLING_MODES, tag_embedding_dim=250,
-          tag_filters=300, tag_kernel_size=1, feature_dim=300, classifier_units=(256, 128), dropout=0.0,
-          text_embeddings=None, train_text_embeddings=True, name=None):
+          max_text_length=MAX_TEXT_LENGTH, max_tags=10, weights=None, alpha=None, text_embedding_dim=300,
+          text_kernel_sizes=(3, 4, 5), text_filters=100, text_pooling=POOLING_MODES, text_padding="valid",
+          text_dropout=0.5, tag_embedding_dim=250, tag_filters=300, tag_kernel_size=1, feature_dim=300,
+          classifier_units=(256, 128), dropout=0.0, text_embeddings=None, train_text_embeddings=True, name=None):
     """Build the multimodal network (see the module docstring); returns a functional keras.Model.
 
     Args:
@@ -125,7 +156,10 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
         num_classes: K, the number of emotion classes.
         input_shape: the image's (H, W, 3).
         text_vocab_size, tags_vocab_size: vocabulary sizes, padding and OOV included (``len(Vocabulary)``).
-        max_text_length, max_tags: the id sequences' lengths (the paper: at most 10 tags).
+        max_text_length, max_tags: the id sequences' lengths (the paper: 150 words, at most 10 tags).
+        text_padding: "valid" (the paper's plain h×d windows) or "same" (one window per token).
+        text_dropout: rate on the text's pooled features before its FC (the paper uses dropout there; 0.5 is
+            assumed); 0 turns it off.
         weights, alpha: image backbone init and MobileNetV2 width, as in ``multitask.build``.
         text_embeddings: None or a (text_vocab_size, text_embedding_dim) array (e.g. from
             ``affect_zoo.text.load_word_vectors``) copied into the text embedding after building; it stays
@@ -134,6 +168,10 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
     """
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if text_padding not in TEXT_PADDINGS:
+        raise ValueError(f"text_padding must be one of {TEXT_PADDINGS}, got {text_padding!r}")
+    if not 0.0 <= float(text_dropout) < 1.0:
+        raise ValueError(f"text_dropout must be in [0, 1), got {text_dropout!r}")
     inputs = {
         "image": keras.Input(shape=input_shape, name="image"),
         "text": keras.Input(shape=(max_text_length,), dtype="int32", name="text"),
@@ -147,12 +185,18 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
 
     embedding = keras.layers.Embedding(text_vocab_size, text_embedding_dim, trainable=train_text_embeddings,
                                        name="text_embedding")
-    t = embedding(inputs["text"])
+    ids = inputs["text"]
+    if text_padding == "valid" and max_text_length < max(text_kernel_sizes):
+        ids = PadIds(max(text_kernel_sizes), name="text_pad")(ids)
+    t = embedding(ids)
     pooled = []
     for h in text_kernel_sizes:
-        c = keras.layers.Conv1D(text_filters, h, padding="same", activation="relu", name=f"text_conv{h}")(t)
-        pooled.append(MaskedGlobalPooling1D(text_pooling, name=f"text_pool{h}")([c, inputs["text"]]))
+        c = keras.layers.Conv1D(text_filters, h, padding=text_padding, activation="relu", name=f"text_conv{h}")(t)
+        pooled.append(MaskedGlobalPooling1D(text_pooling, name=f"text_pool{h}")([c, ids]))
     t = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="text_concat")(pooled)
+    if text_dropout:
+        # (not "text_dropout": that is the name of p_text's classifier dropout)
+        t = keras.layers.Dropout(text_dropout, name="text_pooled_dropout")(t)
     features["text"] = keras.layers.Dense(feature_dim, activation="relu", name="text_fc")(t)
 
     g = keras.layers.Embedding(tags_vocab_size, tag_embedding_dim, name="tags_embedding")(inputs["tags"])
@@ -240,8 +284,8 @@ def training_example(example, image_size=None):
     return x, y, sample_weights(x)
 
 
-def encode_records(records, text_vocabulary, tags_vocabulary, input_shape=(224, 224, 3), max_text_length=100,
-                   max_tags=10):
+def encode_records(records, text_vocabulary, tags_vocabulary, input_shape=(224, 224, 3),
+                   max_text_length=MAX_TEXT_LENGTH, max_tags=10):
     """Model inputs (dict of NumPy arrays) for raw records {"image": path/bytes/array, "text": str,
     "tags": [str]}, any key absent or None. Unknown words and tags become the OOV id, long text and tag lists are
     truncated (see ``affect_zoo.text``); a record with nothing present is encoded as such (the model then answers

@@ -23,7 +23,7 @@ CLASSES = "classes.txt"
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 SPLIT_SEED = 0
-MAX_TEXT_LENGTH = 100
+MAX_TEXT_LENGTH = 150  # the paper's cut (Pagé Fortin & Chaib-draa 2019), = affect_zoo.models.mmemo.MAX_TEXT_LENGTH
 MAX_TAGS = 10
 MIN_COUNT = 1
 PLACEHOLDER_IMAGE = encode_jpeg(np.zeros((1, 1, 3), np.uint8))
@@ -142,8 +142,9 @@ def build_vocabularies(train: list[dict], min_count: int = MIN_COUNT) -> tuple[V
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Image + text + tags emotion posts with missing modalities."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Text cut at 150 words (the paper's), not 100: the text feature is int32 (150,)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Arrange the posts as:
 {LAYOUT}

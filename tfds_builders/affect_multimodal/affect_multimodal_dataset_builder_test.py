@@ -63,7 +63,7 @@ def test_encoding_matches_an_independent_reading(dummy_build, examples):
             assert ex["label"] == (label if isinstance(label, int) else classes.index(label))
             tokens = words(row.get("text", ""))
             assert bool(ex["text_present"]) == bool(tokens)
-            assert text_vocab.decode(ex["text"]) == [t if t in train_words else "<oov>" for t in tokens][:100]
+            assert text_vocab.decode(ex["text"]) == [t if t in train_words else "<oov>" for t in tokens][:150]
             tags = list(dict.fromkeys(t.strip().lower() for t in row.get("tags", [])))
             assert bool(ex["tags_present"]) == bool(tags)
             assert tags_vocab.decode(ex["tags"]) == [t if t in train_tags else "<oov>" for t in tags][:10]
@@ -73,6 +73,9 @@ def test_encoding_matches_an_independent_reading(dummy_build, examples):
     oov = next(ex for ex in built["validation"] if ex["id"] == b"oov")
     assert list(oov["text"][:3]) == [OOV] * 3 and oov["tags"][0] == OOV
     assert meta["truncated_texts"] == 1 and meta["truncated_tags"] == 1
+    assert meta["max_text_length"] == mm.MAX_TEXT_LENGTH == 150  # the paper's cut, as in mmemo.MAX_TEXT_LENGTH
+    long_text = next(ex for exs in built.values() for ex in exs if ex["id"] == b"long_text")
+    assert len(words(rows["long_text"]["text"])) > 150 and (long_text["text"] != 0).all()
 
 
 def test_unreadable_images_are_skipped_recorded_and_the_only_modality_drops_the_record(build, caplog):
@@ -90,6 +93,7 @@ def test_examples_feed_a_model_built_for_the_dataset(dummy_build, tmp_path):
     ds = dummy_build.as_dataset(split="train").map(lambda ex: mmemo.training_example(ex, image_size=(32, 32)))
     x, y, w = next(iter(ds.batch(16)))
     assert x["image"].shape == (16, 32, 32, 3) and x["text"].shape == (16, mm.MAX_TEXT_LENGTH)
+    assert mm.MAX_TEXT_LENGTH == mmemo.MAX_TEXT_LENGTH
     present = {m: x[f"{m}_present"].numpy() for m in mmemo.MODALITIES}
     np.testing.assert_array_equal(w["p_image_text"], present["image"] * present["text"])
     np.testing.assert_array_equal(w["p_all"], present["image"] * present["text"] * present["tags"])

@@ -3,7 +3,7 @@ missing modality) and tiny JPEGs under images/.
 
 Special records: `corrupt_only` has only an image, truncated (skipped and recorded, the record dropped);
 `empty_image` has a zero-byte image and a text (the image is skipped and recorded, the record kept as text only);
-`many_tags` has 13 tags, 12 distinct (truncated to 10); `long_text` has 120 words (truncated to 100); `by_index`
+`many_tags` has 13 tags, 12 distinct (truncated to 10); `long_text` has 170 words (truncated to 150); `by_index`
 gives its label as an index; `oov` uses words and tags absent from train. Records `auto_*` have no split and are
 placed by the builder's seeded split (one label: 8 train, 1 validation, 1 test).
 
@@ -23,7 +23,7 @@ TRUNCATED, EMPTY = "images/corrupt.jpg", "images/empty.jpg"
 
 
 def records():
-    long_text = " ".join(f"word{i % 7}" for i in range(120))
+    long_text = " ".join(f"word{i % 7}" for i in range(170))
     many_tags = ["Sky", "sky ", "cloud", "blue", "sun", "light", "day", "summer", "warm", "bright", "calm", "sea",
                  "waves"]
     return [
