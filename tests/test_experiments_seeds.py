@@ -57,7 +57,10 @@ def test_the_shipped_seed_is_best_on_validation_and_reproduces_its_test_metrics(
     summary = card["metrics"]["test_over_seeds"]
     values = {s: card["produced"]["seeds"][str(s)]["selected"]["value"] for s in (3, 5)}
     assert summary["shipped_seed"] == min(values, key=values.get)
-    assert card["metrics"]["test"] == summary["per_seed"][str(summary["shipped_seed"])]
+    shipped = summary["per_seed"][str(summary["shipped_seed"])]  # measured in float32, before the file was halved
+    for task, values in card["metrics"]["test"].items():
+        for name, value in values.items():
+            assert value == pytest.approx(shipped[task][name], abs=experiments.FLOAT16_TOLERANCE)
     assert set(card["metrics"]["validation"]) == {"valence", "arousal", "emotion"}
     again = experiments.evaluate(affect_zoo.load("tiny_seeds"), recipes.load_recipe("tiny_seeds"), split="test",
                                  data_dir=data_dir)
