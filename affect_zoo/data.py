@@ -63,11 +63,15 @@ def decode_image_bytes(data):
 
     ``tf.io.decode_image`` reads JPEG, PNG, GIF (first frame), BMP and WebP. Grey is repeated over three channels;
     alpha is composited on white, as ``affect_zoo.imageio`` does when the datasets are built (transparent pixels
-    often store black). EXIF orientation is not applied (TF's JPEG decoder ignores it): ``Client`` sends such
-    photos upright. Usable eagerly, which is how ``Client`` finds the item a server could not decode.
+    often store black). A JPEG's EXIF orientation is applied (``exif_orientation``), as Pillow does in
+    ``affect_zoo.imageio``. An animated WebP is refused (InvalidArgumentError): TensorFlow's decoder corrupts the
+    heap on one. Usable eagerly, which is how ``Client`` finds the item a server could not decode.
     """
-    image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, None])
+    check = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), [
+        "animated WebP: TensorFlow's decoder cannot read it; send a still image (e.g. its first frame)"])
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+    image = apply_orientation(tf.ensure_shape(image, [None, None, None]), exif_orientation(data))
 
     def grey():
         return tf.tile(image[..., :1], [1, 1, 3])
@@ -84,6 +88,126 @@ def decode_image_bytes(data):
         lambda: on_white(image[..., :3], image[..., 3:4]),
     ])
     return tf.ensure_shape(rgb, [None, None, 3])
+
+
+# Header parsing in the graph, so the serving signature can refuse a decompression bomb before decoding it and apply
+# EXIF orientation without Pillow. Reads never leave the data: the bytes are padded and positions clipped.
+_HEADER_BYTES = 32
+_IFD_ENTRIES = 32  # IFD0 entries searched for the Orientation tag (cameras write it among the first dozen)
+_JPEG_SEGMENTS = 32  # segments before the image data searched for APP1 Exif
+_PAD = b"\0" * (2 + 12 * _IFD_ENTRIES)
+_ORIENTATION_TAG = 0x0112
+
+
+def _reader(data):
+    """``read(pos, n)``: n bytes of ``data`` from int64 ``pos`` as int64 [n], zeros past the end."""
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    padded = tf.strings.join([data, tf.constant(_PAD)])
+
+    def read(pos, n):
+        start = tf.cast(tf.clip_by_value(tf.cast(pos, tf.int64), 0, length), tf.int32)
+        return tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(padded, start, n), tf.uint8), tf.int64), [n])
+
+    return read, length
+
+
+def _uint(raw, little_endian):
+    """Unsigned integers from the bytes on the last axis of ``raw`` (int64), little- or big-endian."""
+    powers = [256 ** i for i in range(raw.shape[-1])]
+    little, big = (tf.reduce_sum(raw * tf.constant(p, tf.int64), -1) for p in (powers, powers[::-1]))
+    return tf.where(little_endian, little, big)
+
+
+def _starts(raw, offset, magic):
+    return tf.reduce_all(tf.equal(raw[offset:offset + len(magic)], list(magic)))
+
+
+def is_animated_webp(data):
+    """Whether encoded bytes (scalar tf.string) are a WebP with the animation flag of its VP8X chunk."""
+    head = _reader(data)[0](0, _HEADER_BYTES)
+    return _starts(head, 0, b"RIFF") & _starts(head, 8, b"WEBPVP8X") & tf.not_equal(head[20] & 2, 0)
+
+
+def image_size_from_header(data):
+    """(height, width) that encoded bytes (scalar tf.string) declare, int64 [2], read without decoding: JPEG's frame
+    header (``tf.io.extract_jpeg_shape``), PNG's IHDR, GIF's logical screen, BMP's info header, WebP's VP8 / VP8L /
+    VP8X chunk; [0, 0] for bytes in no such format (the decoder refuses those)."""
+    h = _reader(data)[0](0, _HEADER_BYTES)
+
+    def le(offset, n):
+        return _uint(h[offset:offset + n], True)
+
+    def be(offset, n):
+        return _uint(h[offset:offset + n], False)
+
+    def signed(value):
+        return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+
+    webp = _starts(h, 0, b"RIFF") & _starts(h, 8, b"WEBP")
+    lossless = le(21, 4)  # VP8L: 14 bits width - 1, then 14 bits height - 1
+    lossless_height = (tf.bitwise.right_shift(lossless, 14) & 0x3FFF) + 1
+    cases = [
+        (_starts(h, 0, b"\x89PNG\r\n\x1a\n"), (be(20, 4), be(16, 4))),
+        (_starts(h, 0, b"GIF8"), (le(8, 2), le(6, 2))),
+        (_starts(h, 0, b"BM"), (tf.abs(signed(le(22, 4))), tf.abs(signed(le(18, 4))))),  # height < 0: top-down
+        (webp & _starts(h, 12, b"VP8 "), (le(28, 2) & 0x3FFF, le(26, 2) & 0x3FFF)),
+        (webp & _starts(h, 12, b"VP8L"), (lossless_height, (lossless & 0x3FFF) + 1)),
+        (webp & _starts(h, 12, b"VP8X"), (le(27, 3) + 1, le(24, 3) + 1)),
+    ]
+    size = tf.zeros([2], tf.int64)
+    for matches, value in reversed(cases):
+        size = tf.where(matches, tf.stack(value), size)
+    return tf.cond(tf.io.is_jpeg(data), lambda: tf.cast(tf.io.extract_jpeg_shape(data)[:2], tf.int64), lambda: size)
+
+
+def exif_orientation(data):
+    """The EXIF Orientation (int32, 1–8) of JPEG bytes (scalar tf.string), read in the graph; 1 for other bytes,
+    no Exif segment, no such tag or a value outside 1–8.
+
+    Walks the JPEG segments before the image data (at most ``_JPEG_SEGMENTS``) to the APP1 segment starting
+    ``Exif\\0\\0``, then looks for tag 0x0112 among the first ``_IFD_ENTRIES`` entries of IFD0, in the TIFF block's
+    byte order (``II`` little-, ``MM`` big-endian).
+    """
+    read, length = _reader(data)
+
+    def parse():
+        def walk(pos, found, steps):
+            segment = read(pos, 10)
+            size = segment[2] * 256 + segment[3]
+            marker = segment[0] == 0xFF
+            exif = marker & tf.equal(segment[1], 0xE1) & _starts(segment, 4, b"Exif\0\0")
+            stop = ~marker | tf.equal(segment[1], 0xDA) | tf.equal(segment[1], 0xD9) | (size < 2)
+            found = tf.where(exif, pos + 10, tf.where(stop, tf.constant(-2, tf.int64), found))
+            return pos + 2 + size, found, steps + 1
+
+        _, tiff, _ = tf.while_loop(
+            lambda pos, found, steps: (found == -1) & (steps < _JPEG_SEGMENTS) & (pos + 4 <= length), walk,
+            (tf.constant(2, tf.int64), tf.constant(-1, tf.int64), tf.constant(0)))
+        head = read(tiff, 8)
+        little = _starts(head, 0, b"II")
+        ifd = tiff + _uint(head[4:8], little)
+        count = _uint(read(ifd, 2), little)
+        entries = tf.reshape(read(ifd + 2, 12 * _IFD_ENTRIES), [_IFD_ENTRIES, 12])
+        hit = tf.equal(_uint(entries[:, 0:2], little), _ORIENTATION_TAG) & (
+            tf.range(_IFD_ENTRIES, dtype=tf.int64) < count)
+        value = tf.gather(_uint(entries[:, 8:10], little), tf.argmax(tf.cast(hit, tf.int32)))
+        valid = (tiff >= 0) & (little | _starts(head, 0, b"MM")) & tf.reduce_any(hit) & (value >= 1) & (value <= 8)
+        return tf.where(valid, tf.cast(value, tf.int32), 1)
+
+    return tf.cond(tf.io.is_jpeg(data), parse, lambda: tf.constant(1))
+
+
+def apply_orientation(image, orientation):
+    """An (H, W, C) image as displayed under EXIF ``orientation`` (1–8), as Pillow's ``ImageOps.exif_transpose``:
+    2 mirrored, 3 rotated 180°, 4 flipped, 5 transposed, 6 rotated 90° clockwise, 7 transversed, 8 rotated 90°
+    counter-clockwise."""
+    def transposed():
+        return tf.transpose(image, [1, 0, 2])
+
+    return tf.switch_case(orientation - 1, [
+        lambda: image, lambda: tf.reverse(image, [1]), lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]), transposed, lambda: tf.reverse(transposed(), [1]),
+        lambda: tf.reverse(transposed(), [0, 1]), lambda: tf.reverse(transposed(), [0])])
 
 
 def load_split(name_or_dir, split, data_dir=None, config=None):
@@ -344,8 +468,8 @@ def _training_view(image, seed, size, options):
 
 def _random_crop(image, seed):
     if image.dtype == tf.string:
-        return tf.cond(
-            tf.io.is_jpeg(image),
+        return tf.cond(  # decode_and_crop_jpeg ignores EXIF orientation: rotated photos take the general path
+            tf.io.is_jpeg(image) & tf.equal(exif_orientation(image), 1),
             lambda: tf.io.decode_and_crop_jpeg(image, _crop_window(tf.io.extract_jpeg_shape(image), seed),
                                                channels=3),
             lambda: _random_crop(_decode(image), seed))
