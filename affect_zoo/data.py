@@ -94,21 +94,24 @@ def decode_image_bytes(data):
 # EXIF orientation without Pillow. Reads never leave the data: the bytes are padded and positions clipped.
 _HEADER_BYTES = 32
 _IFD_ENTRIES = 32  # IFD0 entries searched for the Orientation tag (cameras write it among the first dozen)
-_JPEG_SEGMENTS = 32  # segments before the image data searched for APP1 Exif
-_PAD = b"\0" * (2 + 12 * _IFD_ENTRIES)
+# Where APP1 Exif is looked for: the first segment (cameras) or right after a standard JFIF APP0 (16 bytes long).
+# Fixed positions compared as strings, as this runs for every training image and every op costs ~10 µs in a
+# tf.data map: a walk over the segments (or a search for "Exif") halved the rate of decode_image_bytes.
+_EXIF_AT = {6: b"\xff\xd8\xff\xe1", 24: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"}
 _ORIENTATION_TAG = 0x0112
 
 
 def _reader(data):
-    """``read(pos, n)``: n bytes of ``data`` from int64 ``pos`` as int64 [n], zeros past the end."""
+    """``read(pos, n)``: n bytes of ``data`` from int64 ``pos`` as int64 [n], zeros past the end (only those n
+    bytes are copied)."""
     length = tf.cast(tf.strings.length(data), tf.int64)
-    padded = tf.strings.join([data, tf.constant(_PAD)])
 
     def read(pos, n):
         start = tf.cast(tf.clip_by_value(tf.cast(pos, tf.int64), 0, length), tf.int32)
-        return tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(padded, start, n), tf.uint8), tf.int64), [n])
+        piece = tf.strings.join([tf.strings.substr(data, start, n), tf.constant(b"\0" * n)])
+        return tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(piece, 0, n), tf.uint8), tf.int64), [n])
 
-    return read, length
+    return read
 
 
 def _uint(raw, little_endian):
@@ -124,7 +127,7 @@ def _starts(raw, offset, magic):
 
 def is_animated_webp(data):
     """Whether encoded bytes (scalar tf.string) are a WebP with the animation flag of its VP8X chunk."""
-    head = _reader(data)[0](0, _HEADER_BYTES)
+    head = _reader(data)(0, _HEADER_BYTES)
     return _starts(head, 0, b"RIFF") & _starts(head, 8, b"WEBPVP8X") & tf.not_equal(head[20] & 2, 0)
 
 
@@ -132,7 +135,7 @@ def image_size_from_header(data):
     """(height, width) that encoded bytes (scalar tf.string) declare, int64 [2], read without decoding: JPEG's frame
     header (``tf.io.extract_jpeg_shape``), PNG's IHDR, GIF's logical screen, BMP's info header, WebP's VP8 / VP8L /
     VP8X chunk; [0, 0] for bytes in no such format (the decoder refuses those)."""
-    h = _reader(data)[0](0, _HEADER_BYTES)
+    h = _reader(data)(0, _HEADER_BYTES)
 
     def le(offset, n):
         return _uint(h[offset:offset + n], True)
@@ -164,25 +167,16 @@ def exif_orientation(data):
     """The EXIF Orientation (int32, 1–8) of JPEG bytes (scalar tf.string), read in the graph; 1 for other bytes,
     no Exif segment, no such tag or a value outside 1–8.
 
-    Walks the JPEG segments before the image data (at most ``_JPEG_SEGMENTS``) to the APP1 segment starting
-    ``Exif\\0\\0``, then looks for tag 0x0112 among the first ``_IFD_ENTRIES`` entries of IFD0, in the TIFF block's
-    byte order (``II`` little-, ``MM`` big-endian).
+    Looks for the APP1 segment starting ``Exif\\0\\0`` as the first JPEG segment, or as the second after a standard
+    16-byte JFIF APP0 (where cameras and most writers put it; Exif placed elsewhere is not seen), then for tag
+    0x0112 among the first ``_IFD_ENTRIES`` entries of IFD0, in the TIFF block's byte order (``II`` little-, ``MM``
+    big-endian).
     """
-    read, length = _reader(data)
+    read = _reader(data)
+    found = _exif_segments(data)
+    tiff = tf.where(found[0], tf.constant(12, tf.int64), tf.constant(30, tf.int64))  # after "Exif\0\0"
 
-    def parse():
-        def walk(pos, found, steps):
-            segment = read(pos, 10)
-            size = segment[2] * 256 + segment[3]
-            marker = segment[0] == 0xFF
-            exif = marker & tf.equal(segment[1], 0xE1) & _starts(segment, 4, b"Exif\0\0")
-            stop = ~marker | tf.equal(segment[1], 0xDA) | tf.equal(segment[1], 0xD9) | (size < 2)
-            found = tf.where(exif, pos + 10, tf.where(stop, tf.constant(-2, tf.int64), found))
-            return pos + 2 + size, found, steps + 1
-
-        _, tiff, _ = tf.while_loop(
-            lambda pos, found, steps: (found == -1) & (steps < _JPEG_SEGMENTS) & (pos + 4 <= length), walk,
-            (tf.constant(2, tf.int64), tf.constant(-1, tf.int64), tf.constant(0)))
+    def orientation(tiff):
         head = read(tiff, 8)
         little = _starts(head, 0, b"II")
         ifd = tiff + _uint(head[4:8], little)
@@ -191,10 +185,24 @@ def exif_orientation(data):
         hit = tf.equal(_uint(entries[:, 0:2], little), _ORIENTATION_TAG) & (
             tf.range(_IFD_ENTRIES, dtype=tf.int64) < count)
         value = tf.gather(_uint(entries[:, 8:10], little), tf.argmax(tf.cast(hit, tf.int32)))
-        valid = (tiff >= 0) & (little | _starts(head, 0, b"MM")) & tf.reduce_any(hit) & (value >= 1) & (value <= 8)
+        valid = (little | _starts(head, 0, b"MM")) & tf.reduce_any(hit) & (value >= 1) & (value <= 8)
         return tf.where(valid, tf.cast(value, tf.int32), 1)
 
-    return tf.cond(tf.io.is_jpeg(data), parse, lambda: tf.constant(1))
+    # Most JPEGs have no Exif and skip the IFD's ~40 ops.
+    return tf.cond(found[0] | found[1], lambda: orientation(tiff), lambda: tf.constant(1))
+
+
+def _exif_segments(data):
+    """[APP1 Exif is the first segment, it follows a standard JFIF APP0] (bool scalars) for encoded bytes."""
+    head = tf.strings.join([tf.strings.substr(data, 0, 32), tf.constant(b"\0" * 32)])
+    return [tf.equal(tf.strings.substr(head, at, 6), b"Exif\0\0")
+            & tf.equal(tf.strings.substr(head, 0, len(start)), start) for at, start in _EXIF_AT.items()]
+
+
+def has_exif(data):
+    """Whether encoded bytes hold an APP1 Exif segment where ``exif_orientation`` reads one (no IFD parsed)."""
+    first, second = _exif_segments(data)
+    return first | second
 
 
 def apply_orientation(image, orientation):
@@ -468,8 +476,8 @@ def _training_view(image, seed, size, options):
 
 def _random_crop(image, seed):
     if image.dtype == tf.string:
-        return tf.cond(  # decode_and_crop_jpeg ignores EXIF orientation: rotated photos take the general path
-            tf.io.is_jpeg(image) & tf.equal(exif_orientation(image), 1),
+        return tf.cond(  # decode_and_crop_jpeg ignores EXIF orientation: photos with Exif take the general path
+            tf.io.is_jpeg(image) & tf.logical_not(has_exif(image)),
             lambda: tf.io.decode_and_crop_jpeg(image, _crop_window(tf.io.extract_jpeg_shape(image), seed),
                                                channels=3),
             lambda: _random_crop(_decode(image), seed))

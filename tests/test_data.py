@@ -165,3 +165,26 @@ def test_load_split_by_name_or_directory_and_missing_dataset(builder, tmp_path):
     with pytest.raises(ValueError, match=rf"no built dataset at {tmp_path}/emotion6/1.0.0 .*tfds build "
                                          r"tfds_builders/emotion6"):
         data.load_split(str(tmp_path / "emotion6" / "1.0.0"), "train")
+
+
+def test_training_and_eval_views_of_an_exif_rotated_jpeg_are_upright():
+    """One orientation rule everywhere: the random-crop path (which decodes only the crop of a plain JPEG) and the
+    eval path both turn a JPEG whose EXIF says "rotate 90° clockwise". Stored left half white, right half black, it
+    is shown with its top half white."""
+    import io
+
+    from PIL import Image
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    examples = tf.data.Dataset.from_tensor_slices({"image": [buffer.getvalue()], "score": [[1.0]]})
+    tasks = [Task("score", "regression", 1)]
+    for training in (False, True):
+        x = next(iter(data.make_pipeline(examples, tasks, (20, 20), 1, training=training, seed=0,
+                                         augment={"flip": False})))[0].numpy()[0].mean(axis=-1)
+        assert x[:8].mean() > 200 and x[-8:].mean() < 50, training  # top white, bottom black
+        assert abs(x[:, :8].mean() - x[:, -8:].mean()) < 30, training
