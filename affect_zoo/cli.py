@@ -1,7 +1,8 @@
 """``affect-zoo``: list, inspect, run, train and evaluate zoo entries from the shell.
 
 Every command that scripts may read has ``--json``; long work shows a progress bar on stderr. Errors print one
-line (``affect-zoo: error: …``) and exit with status 2 (bad input) or 1 (anything else).
+line (``affect-zoo: error: …``) and exit with status 2 (bad input) or 1 (anything else). ``predict`` prints a line
+(or JSON row) for every image, an error for each it could not score, and exits 1 if there was any.
 """
 import argparse
 import json
@@ -55,7 +56,9 @@ def cmd_info(args):
 
 
 def cmd_predict(args):
-    """Scores every image; exits 1 (after printing all results) when any image could not be read."""
+    """Scores every image; exits 1 (after printing all results) when any image could not be read. A directory,
+    fifo or missing path is one of those (its row says why): arguments are images, not folders to walk, so one
+    argument is always one row (pass DIR/*.jpg for a folder's images)."""
     import keras
     import numpy as np
 
@@ -123,7 +126,7 @@ def cmd_export(args):
 
     model = zoo.load(args.name, weights=args.weights or "default")
     path = export.export_saved_model(model, args.out_dir, version=args.version, name=args.name,
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, max_pixels=args.max_pixels or None)
     if args.json:
         _print_json({"name": args.name, "path": str(path), "outputs": export.output_names(model.tasks)})
     else:
@@ -147,6 +150,8 @@ def _print_metrics(measured, baselines):
 
 
 def parser():
+    from affect_zoo import imageio
+
     p = argparse.ArgumentParser(prog="affect-zoo", description="Image aesthetics and emotion model zoo.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("list", help="list entries")
@@ -186,6 +191,8 @@ def parser():
     s.add_argument("--version", type=int, default=1)
     s.add_argument("--overwrite", action="store_true", help="replace an existing version")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
+    s.add_argument("--max-pixels", type=int, default=imageio.MAX_PIXELS,
+                   help=f"the bytes signature refuses larger images (default {imageio.MAX_PIXELS}; 0: no limit)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=cmd_export)
     s = sub.add_parser("serve-config", help="write OUT_DIR/models.config for every exported model")
@@ -203,7 +210,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"affect-zoo: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:
         print(f"affect-zoo: error: {error}", file=sys.stderr)
         sys.exit(1)
 

@@ -8,7 +8,8 @@ renamed into place, so a server watching ``base_dir/<name>`` never loads a half-
 
 Signatures:
 - ``serving_default``: ``images``, a batch of encoded images (tf.string, shape [None]: JPEG, PNG, BMP, GIF or
-  WebP, any size, grey or with alpha), decoded and resized inside the graph exactly as the training pipeline does;
+  still WebP, grey or with alpha, up to ``max_pixels`` pixels, read from the header before decoding), decoded
+  (a JPEG's EXIF orientation applied) and resized inside the graph exactly as the training pipeline does;
 - ``predict_tensor``: ``images``, float32 [None, H, W, 3] RGB in [0, 255] at the entry's input size.
 Both return the named outputs of ``output_names``; ``decode_outputs`` turns them back into the dict keyed by task
 that ``affect_zoo.predict`` and the Keras model return.
@@ -21,24 +22,22 @@ network's graph is stored once, and the traced graphs are checked for custom-gra
 written. Tracking the captured variables rather than the wrappers is what lets TF Serving load the export (see
 ``_serving_module``).
 """
-import io
+import errno
 import json
 import os
 import pathlib
 import re
 import shutil
-import struct
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from affect_zoo import imageio
-from affect_zoo.data import decode_image_bytes, resize_for_model
+from affect_zoo.data import decode_image_bytes, image_size_from_header, is_animated_webp, resize_for_model
 from affect_zoo.emotion import emotion_vector
 from affect_zoo.tasks import as_tasks
 
@@ -53,8 +52,6 @@ WARMUP_SIZES = ((48, 64), (300, 240), (375, 500))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 _FORMATS = "JPEG, PNG, GIF, BMP or WebP"
-_ORIENTATION = 0x0112  # EXIF tag
-_PARSE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
 
 def output_names(tasks):
@@ -160,19 +157,30 @@ def known_format(data):
     return tf.reduce_any(tf.stack(checks))
 
 
-def decode_and_resize(images, size):
+def decode_and_resize(images, size, max_pixels=imageio.MAX_PIXELS):
     """A batch of encoded images (tf.string [None]) → float32 [None, h, w, 3] in [0, 255], as in training.
 
-    An item in no known format stops the batch with an error naming its index (``images[i]``); a known format that
-    fails to decode gives TF's decoder error, and the client then names the item.
+    An item in no known format, an animated WebP, or one whose header declares more than ``max_pixels`` pixels
+    (None: no limit) stops the batch with an InvalidArgumentError naming its index (``images[i]``), before anything
+    is decoded; a known format that fails to decode gives TF's decoder error, and the client then names the item.
     """
     size = tuple(int(s) for s in size)
 
     def one(args):
         index, data = args
-        check = tf.debugging.Assert(known_format(data), [tf.strings.format(
-            "images[{}] is not an image: expected " + _FORMATS + " bytes", index)])
-        with tf.control_dependencies([check]):  # the decoder's own, index-less error must not come first
+        checks = [tf.debugging.Assert(known_format(data), [tf.strings.format(
+            "images[{}] is not an image: expected " + _FORMATS + " bytes", index)])]
+        with tf.control_dependencies(checks):  # the decoder's own, index-less error must not come first
+            checks.append(tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), [tf.strings.format(
+                "images[{}] is an animated WebP, which TensorFlow's decoder cannot read: send a still image",
+                index)]))
+        if max_pixels is not None:
+            with tf.control_dependencies(checks):
+                height, width = tf.unstack(image_size_from_header(data))
+            checks.append(tf.debugging.Assert(height * width <= max_pixels, [tf.strings.format(
+                "images[{}] is {}x{} = {} pixels, more than the limit of " + str(max_pixels) + " set at export "
+                "(export_saved_model(max_pixels=...), CLI: --max-pixels)", (index, width, height, height * width))]))
+        with tf.control_dependencies(checks):
             data = tf.identity(data)
         return resize_for_model(decode_image_bytes(data), size)
 
@@ -180,7 +188,8 @@ def decode_and_resize(images, size):
     return tf.map_fn(one, (indices, images), fn_output_signature=tf.TensorSpec(size + (3,), tf.float32))
 
 
-def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, warmup=True, tasks=None):
+def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, warmup=True, tasks=None,
+                       max_pixels=imageio.MAX_PIXELS):
     """Write ``model`` as ``base_dir/<name>/<version>/`` for TF Serving; returns that directory (a Path).
 
     Args:
@@ -189,10 +198,15 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
         base_dir: the server's model base directory (``--model_base_path`` or the config's parent).
         version: a non-negative int; TF Serving serves the highest (or the versions the config names).
         name: the model's name in URLs and requests; defaults to ``model.name``.
-        overwrite: replace an existing version directory; without it an existing one is refused.
+        overwrite: replace an existing version directory; without it an existing one is refused, also when it
+            appears while this export is being written (another export of the same version): one of two racing
+            exports is kept, the other raises FileExistsError.
         warmup: True writes warmup requests built from generated JPEGs, False none, or a list of images (paths,
             bytes or RGB arrays) to send instead.
         tasks: the model's tasks when ``model`` has no ``.tasks``.
+        max_pixels: the bytes signature refuses an image whose header declares more pixels (INVALID_ARGUMENT
+            naming ``images[i]``) before decoding it: a small PNG can declare 15000×15000. The default is
+            ``predict``'s limit, ``imageio.MAX_PIXELS``; None removes the limit. Recorded in ``affect_zoo.json``.
     The network is called with ``training=False``, so the graph holds no custom-gradient op (an AFI layer adds its
     recalibration only in training); the export is refused if one is found anyway.
     """
@@ -204,6 +218,10 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
                          "'_', '.' and '-' (it becomes a directory and part of request URLs)")
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
         raise ValueError(f"version must be a non-negative int (TF Serving's version directories), got {version!r}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
+                                   or max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+    max_pixels = None if max_pixels is None else int(max_pixels)
     size = _input_size(network)
     _check_outputs(network, tasks)
     output_names(tasks)  # refuses clashing names before the slow part
@@ -212,8 +230,8 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists: version {int(version)} of {name!r} is already exported; pass "
                               "overwrite=True (CLI: --overwrite) to replace it or choose another version")
-    requests = _warmup_requests(name, size, warmup)
-    module, signatures = _serving_module(network, tasks, size)
+    requests = _warmup_requests(name, size, warmup, max_pixels)
+    module, signatures = _serving_module(network, tasks, size, max_pixels)
     for signature, function in signatures.items():
         ops = custom_gradient_ops(function.graph.as_graph_def())
         if ops:
@@ -230,12 +248,12 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
             with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
                 for log in requests:
                     writer.write(log.SerializeToString())
-        info = {"name": name, "version": int(version), "input_size": list(size),
+        info = {"name": name, "version": int(version), "input_size": list(size), "max_pixels": max_pixels,
                 "tasks": [t.get_config() for t in tasks], "outputs": output_names(tasks),
                 "signatures": {BYTES_SIGNATURE: "encoded image bytes, tf.string [None]",
                                TENSOR_SIGNATURE: f"float32 [None, {size[0]}, {size[1]}, 3] RGB in [0, 255]"}}
         (extra / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        _move_into_place(staging, target)
+        _move_into_place(staging, target, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -263,7 +281,7 @@ def _input_size(network):
     return shape[1], shape[2]
 
 
-def _serving_module(network, tasks, size):
+def _serving_module(network, tasks, size, max_pixels):
     """A tf.Module holding the variables the signatures capture, and the two signature functions.
 
     The module tracks the ``tf.Variable`` objects the traced graphs capture, not the network's ``keras.Variable``
@@ -278,7 +296,7 @@ def _serving_module(network, tasks, size):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)], autograph=False)
     def predict_bytes(images):
-        return predict_tensor(decode_and_resize(images, size))
+        return predict_tensor(decode_and_resize(images, size, max_pixels))
 
     signatures = {BYTES_SIGNATURE: predict_bytes.get_concrete_function(),
                   TENSOR_SIGNATURE: predict_tensor.get_concrete_function()}
@@ -298,33 +316,41 @@ def custom_gradient_ops(graph_def):
     return [n.name for n in nodes if b"CustomGradient" in n.attr["_gradient_op_type"].s]
 
 
-def _move_into_place(staging, target):
-    """Rename the finished export to its version directory; an old version is moved aside first and then removed,
-    so the directory TF Serving sees is always complete."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
-        target.rename(old)
+def _move_into_place(staging, target, overwrite):
+    """Rename the finished export to its version directory, so the directory TF Serving sees is always complete.
+
+    Without ``overwrite`` the rename itself is the check: renaming a directory onto a non-empty one fails (POSIX),
+    so when another export of the same version finished first, this one raises FileExistsError instead of
+    replacing it. With ``overwrite`` an old version is moved aside first and removed afterwards."""
+    if overwrite and target.exists():
+        old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+        target.rename(old / target.name)
         staging.rename(target)
         shutil.rmtree(old)
-    else:
+        return
+    try:
         staging.rename(target)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise FileExistsError(f"{target} appeared while this export was being written (another export of version "
+                              f"{target.name}?); it was kept and this export discarded") from None
 
 
 def encode_for_request(item, index=0):
     """An image for the bytes signature: encoded bytes (paths read, arrays JPEG-encoded) and a display name.
 
-    Arrays are RGB (H, W, 3) or grey (H, W), uint8 or numbers in [0, 255]. A JPEG whose EXIF orientation is not
-    upright is re-encoded upright (the serving decoder ignores EXIF, the training data were stored upright).
+    Arrays are RGB (H, W, 3) or grey (H, W), uint8 or numbers in [0, 255]. Encoded images are sent as they are
+    (the graph applies a JPEG's EXIF orientation); a path that is not a regular file is refused unopened.
     """
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
         try:
-            data = pathlib.Path(path).read_bytes()
-        except OSError as e:
-            raise ValueError(f"images[{index}] ({path}): cannot read file ({e.strerror or e})") from e
-        return _upright(data), path
+            return imageio.read_file(path), path
+        except imageio.ImageDecodeError as e:
+            raise ValueError(f"images[{index}] ({path}): {e.reason}") from e
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return _upright(bytes(item)), "<bytes>"
+        return bytes(item), "<bytes>"
     if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
         return imageio.encode_jpeg(_as_rgb_uint8(np.asarray(item), index)), "<array>"
     raise TypeError(f"images[{index}]: expected a path, encoded bytes or an RGB array, got {type(item).__name__}")
@@ -348,25 +374,7 @@ def _as_rgb_uint8(array, index):
     return np.round(array).astype(np.uint8)
 
 
-def _upright(data):
-    """JPEG bytes with a rotating EXIF orientation → upright re-encoded JPEG; anything else unchanged. Only the
-    header is parsed; whatever Pillow cannot parse is left for the server to reject and the client to name."""
-    if not data.startswith(b"\xff\xd8\xff"):
-        return data
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(_ORIENTATION, 1)
-    except _PARSE_ERRORS:
-        return data
-    if orientation == 1:
-        return data
-    try:
-        return imageio.to_jpeg_bytes(data)
-    except imageio.ImageDecodeError:
-        return data
-
-
-def _warmup_requests(name, size, warmup):
+def _warmup_requests(name, size, warmup, max_pixels=imageio.MAX_PIXELS):
     """PredictionLog protos for ``assets.extra/tf_serving_warmup_requests``: one bytes request per image (each a
     different size) plus one ``predict_tensor`` request, so both signatures are traced before traffic arrives."""
     if warmup is False or warmup is None:
@@ -381,6 +389,10 @@ def _warmup_requests(name, size, warmup):
             raise ValueError("warmup images: got an empty list; pass warmup=True for generated ones or False")
         for i, data in enumerate(images):
             try:
+                height, width = image_size_from_header(tf.constant(data)).numpy()
+                if max_pixels is not None and height * width > max_pixels:
+                    raise ValueError(f"warmup images[{i}] cannot be decoded by the serving graph: {width}x{height} "
+                                     f"pixels, more than max_pixels={max_pixels}")
                 decode_image_bytes(tf.constant(data))
             except tf.errors.InvalidArgumentError as e:
                 raise ValueError(f"warmup images[{i}] cannot be decoded by the serving graph: {e.message}") from e

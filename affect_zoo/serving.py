@@ -11,6 +11,7 @@ PredictResponse, so both protocols decode alike (the row format answers one obje
 """
 import base64
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -20,7 +21,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from affect_zoo.export import (BYTES_SIGNATURE, INPUT_KEY, TENSOR_SIGNATURE, decode_image_bytes, encode_for_request,
-                               known_format)
+                               image_size_from_header, imageio, known_format)
 
 PROTOCOLS = ("grpc", "rest")
 # TF Serving's HTTP status for each canonical error code; read backwards to name a REST failure like a gRPC one.
@@ -254,14 +255,24 @@ def _checked_inputs(signature, inputs):
 
 
 def _raise_for_undecodable(encoded, error):
-    """Raise a ServingError naming the first item the serving graph's decoder rejects (if any)."""
+    """Raise a ServingError naming the item the server named (``images[i]``), else the first one the serving graph's
+    decoder rejects here. An item over ``imageio.MAX_PIXELS`` is named without being decoded."""
+    named = re.search(r"images\[(\d+)\]", error.message)
+    if named and int(named.group(1)) < len(encoded):
+        index = int(named.group(1))
+        raise ServingError("INVALID_ARGUMENT", f"images[{index}] ({encoded[index][1]}) was refused: {error.message}",
+                           status=error.status, index=index, item=encoded[index][1]) from error
     for index, (data, name) in enumerate(encoded):
-        if not bool(known_format(tf.constant(data))):
+        tensor = tf.constant(data)
+        if not bool(known_format(tensor)):
             reason = "not a JPEG, PNG, GIF, BMP or WebP file"
         else:
             try:
-                decode_image_bytes(tf.constant(data))
-                continue
+                height, width = image_size_from_header(tensor).numpy()
+                if height * width <= imageio.MAX_PIXELS:
+                    decode_image_bytes(tensor)
+                    continue
+                reason = f"{width}x{height} pixels, more than {imageio.MAX_PIXELS}"
             except tf.errors.InvalidArgumentError as e:
                 reason = e.message.strip().splitlines()[0]
         raise ServingError("INVALID_ARGUMENT", f"images[{index}] ({name}) cannot be decoded: {reason} (server: "

@@ -207,3 +207,26 @@ def test_shorter_side_resize_then_crop_training_view():
     assert len(offsets) > 2
     with pytest.raises(ValueError, match=r"resize_shorter must be an int >= the input size \(20, 20\)"):
         data.make_pipeline(source, task, (20, 20), 2, training=True, augment={"resize_shorter": 16})
+
+
+def test_training_and_eval_views_of_an_exif_rotated_jpeg_are_upright():
+    """One orientation rule everywhere: the random-crop path (which decodes only the crop of a plain JPEG) and the
+    eval path both turn a JPEG whose EXIF says "rotate 90° clockwise". Stored left half white, right half black, it
+    is shown with its top half white."""
+    import io
+
+    from PIL import Image
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    examples = tf.data.Dataset.from_tensor_slices({"image": [buffer.getvalue()], "score": [[1.0]]})
+    tasks = [Task("score", "regression", 1)]
+    for training in (False, True):
+        x = next(iter(data.make_pipeline(examples, tasks, (20, 20), 1, training=training, seed=0,
+                                         augment={"flip": False})))[0].numpy()[0].mean(axis=-1)
+        assert x[:8].mean() > 200 and x[-8:].mean() < 50, training  # top white, bottom black
+        assert abs(x[:, :8].mean() - x[:, -8:].mean()) < 30, training

@@ -131,3 +131,35 @@ def test_exif_rotation_is_applied_before_storage(rgb):
     assert decode_image(rotated).shape == (17, 12, 3)
     stored = to_jpeg_bytes(rotated)
     assert stored != rotated and Image.open(io.BytesIO(stored)).size == (12, 17)
+
+
+def test_too_many_pixels_are_refused_from_the_header():
+    data = encoded(Image.new("L", (300, 200)), "PNG")
+    with pytest.raises(ImageDecodeError, match=r"big\.png: 300x200 = 60000 pixels, more than the limit of 59999"):
+        decode_image(data, name="big.png", max_pixels=59999)
+    assert decode_image(data, max_pixels=60000).shape == (200, 300, 3)
+
+
+def test_exif_orientation_of_other_formats_is_ignored_as_the_serving_graph_does(rgb):
+    """One rule everywhere: JPEG's EXIF orientation is applied, a PNG's eXIf chunk is not (the graph reads only
+    JPEG's APP1 segment)."""
+    import tensorflow as tf
+
+    from affect_zoo.data import decode_image_bytes
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    png = encoded(Image.fromarray(rgb), "PNG", exif=exif.tobytes())
+    assert Image.open(io.BytesIO(png)).getexif().get(0x0112) == 6
+    np.testing.assert_array_equal(decode_image(png), rgb)
+    np.testing.assert_array_equal(decode_image_bytes(tf.constant(png)).numpy(), rgb)
+    assert to_jpeg_bytes(png)[:3] == b"\xff\xd8\xff" and decode_image(to_jpeg_bytes(png)).shape == rgb.shape
+
+
+def test_paths_that_are_not_regular_files_are_named(tmp_path):
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(ImageDecodeError, match=r"folder\.jpg: not a regular file \(a directory\)"):
+        decode_image(tmp_path / "folder.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    with pytest.raises(ImageDecodeError, match=r"loop\.jpg: cannot read file \(Too many levels of symbolic links"):
+        decode_image(tmp_path / "loop.jpg")

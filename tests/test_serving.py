@@ -109,8 +109,8 @@ def test_an_undecodable_item_is_named(servers, images, protocol):
     assert truncated.value.item == str(images["broken"])
     assert f"images[1] ({images['broken']}) cannot be decoded" in str(truncated.value)
     assert text.value.index == 2 and text.value.item == "<bytes>"
-    assert "not a JPEG, PNG, GIF, BMP or WebP file" in str(text.value)
-    assert "images[2] is not an image" in text.value.message  # the server's own message names it too
+    assert "images[2] (<bytes>) was refused" in str(text.value)
+    assert "images[2] is not an image" in text.value.message  # the server's own message, which named it
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -213,14 +213,14 @@ def test_client_options_are_checked():
         Client("localhost", "m", timeout=0)
 
 
-def test_rotated_jpegs_are_sent_upright_and_others_unchanged(images):
-    """The serving decoder ignores EXIF orientation (as TF does); the client sends what the raters saw."""
+def test_encoded_images_are_sent_unchanged_and_the_graph_turns_rotated_jpegs_upright(images):
+    """The serving decoder applies EXIF orientation, so the client sends the bytes it was given."""
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(buffer, format="JPEG", exif=exif)
     sent, name = export.encode_for_request(buffer.getvalue())
-    assert name == "<bytes>" and imageio.decode_image(sent).shape == (40, 20, 3)
+    assert (sent, name) == (buffer.getvalue(), "<bytes>") and imageio.decode_image(sent).shape == (40, 20, 3)
     assert export.decode_image_bytes(tf.constant(sent)).shape == (40, 20, 3)
     plain = images["path"].read_bytes()
     assert export.encode_for_request(images["path"]) == (plain, str(images["path"]))
