@@ -183,12 +183,14 @@ def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_p
 
 
 def _refuse_existing_entry(folder, overwrite):
-    """FileExistsError when ``folder`` holds a published entry (its card.json) and ``overwrite`` is not set."""
-    card = folder / "card.json"
-    if card.is_file() and not overwrite:
-        raise FileExistsError(f"{folder} already holds a published entry ({card.name}, weights, SHA256SUMS): pass "
-                              f"--overwrite-entry to replace it, or --output-dir to write elsewhere (nothing was "
-                              f"trained or replaced)")
+    """FileExistsError when ``folder`` holds anything (a published entry, or files of someone else's) and
+    ``overwrite`` is not set: training never deletes what it did not write unless told to."""
+    if overwrite or not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return
+    what = ("a published entry (card.json, weights, SHA256SUMS)" if (folder / "card.json").is_file() else
+            "files but no card.json")
+    raise FileExistsError(f"{folder} already holds {what}: pass --overwrite-entry to replace it, or --output-dir "
+                          f"to write elsewhere (nothing was trained or replaced)")
 
 
 def _entry_bytes(model, assets):

@@ -126,7 +126,8 @@ def _fsync(path):
 def publish_dir(staged, target, overwrite=False):
     """Move the finished directory ``staged`` to ``target`` in one rename.
 
-    An existing ``target`` is refused (FileExistsError) unless ``overwrite``; then it is first renamed aside to
+    An existing ``target`` (other than an empty directory, which the rename replaces) is refused
+    (FileExistsError) unless ``overwrite``; then it is first renamed aside to
     ``.replaced-<pid>-<name>`` and deleted once the new one is in place (a crash between the two renames leaves
     the old entry there, not lost).
     """
@@ -136,7 +137,7 @@ def publish_dir(staged, target, overwrite=False):
         for path in staged.rglob("*"):
             if path.is_file():
                 _fsync(path)
-        if target.exists():
+        if target.exists() and not _empty_dir(target):
             if not overwrite:
                 raise FileExistsError(f"{target} already exists (nothing was replaced)")
             os.rename(target, aside)
@@ -145,9 +146,15 @@ def publish_dir(staged, target, overwrite=False):
     except OSError as error:
         if isinstance(error, FileExistsError):
             raise
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer published it after the check above
+            raise FileExistsError(f"{target} appeared while this one was being written (nothing was replaced)")
         raise disk_error(target, error) from None
     shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def _empty_dir(path):
+    return path.is_dir() and not any(path.iterdir())
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ dataset.
 
 Weights are always verified: a local file against the sha256 in its card, a hosted one (``url`` in the card) is
 downloaded into ``$AFFECT_ZOO_HOME`` (else ``$KERAS_HOME/affect_zoo``, else ``~/.keras/affect_zoo``) and kept only
-if its sha256 matches.
+if its sha256 matches. A user's own weights file is checked against a ``.sha256`` beside it when there is one and
+loaded with an ``UnverifiedWeightsWarning`` when there is none.
 """
 import contextlib
 import dataclasses

@@ -321,6 +321,21 @@ def test_full_disk_while_writing_an_entry_leaves_no_half_entry(tmp_path, monkeyp
     assert card["weights"]["sha256"] == zoo.sha256(tmp_path / "tiny_e6" / "tiny_e6.weights.h5")
 
 
+def test_an_entry_folder_holding_other_files_or_published_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    theirs = tmp_path / "tiny_e6"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=f"{theirs} already holds files but no card.json: pass --overwrite"):
+        write_tiny_entry(tmp_path)
+    staged = tmp_path / ".partial-x"
+    staged.mkdir()
+    (staged / "card.json").write_text("{}")
+    monkeypatch.setattr(pathlib.Path, "exists", lambda self: False)  # it appears after the check
+    with pytest.raises(FileExistsError, match=f"{theirs} appeared while this one was being written"):
+        files.publish_dir(staged, theirs)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+
+
 # --- user weights, cards, downloads -----------------------------------------------------------------------------
 
 def test_user_weights_are_verified_against_a_sha256_beside_them_or_flagged(zoo_dirs, tmp_path):
@@ -361,14 +376,18 @@ def test_an_invalid_card_is_an_error_naming_the_file(zoo_dirs, text, message):
 
 
 class _Dripping(http.server.BaseHTTPRequestHandler):
-    """Promises 1 MB and sends one byte every 0.2 s (until the client goes away)."""
+    """Promises 1 MB and sends one byte every 0.2 s until the client goes away, or for 8 s at most (then it
+    hangs up, so a client without a deadline fails this test in seconds instead of hanging it)."""
+
+    seconds = 8.0
 
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(1 << 20))
         self.end_headers()
+        stop = time.monotonic() + self.seconds
         with contextlib.suppress(OSError):
-            for _ in range(1 << 20):
+            while time.monotonic() < stop:
                 self.wfile.write(b"x")
                 self.wfile.flush()
                 time.sleep(0.2)
@@ -402,7 +421,8 @@ KILLED_DOWNLOAD = ("import sys; from affect_zoo import zoo; "
 
 
 @pytest.mark.slow
-def test_a_killed_download_leaves_no_part_file_behind(tmp_path, dripping_url, http_root):  # noqa: F811
+def test_a_killed_download_leaves_no_part_file_behind(tmp_path, dripping_url, http_root, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(_Dripping, "seconds", 120.0)  # still dripping when the child is killed
     target = tmp_path / "cache" / "w.weights.h5"
     child = subprocess.Popen([sys.executable, "-c", KILLED_DOWNLOAD, dripping_url, str(target)])
     try:
