@@ -337,7 +337,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     - Its weights and then its metadata are written atomically after a free-space check, the weights first: a
       kill between the two resumes one epoch early, never one epoch late.
-    - At the start of ``fit``, a state that does not open (torn ``latest.weights.h5`` or metadata) is reported
+    - At the start of ``fit`` it checks the run directory has room for one epoch's backup and checkpoint, and
+      a state that does not open (torn ``latest.weights.h5`` or metadata) is reported
       with a warning naming it, and training resumes from the newest file in ``checkpoint_dir`` that opens
       (``epoch_<N>.weights.h5``: N epochs done), skipping torn ones with a warning each. When none opens it
       raises rather than train from partly loaded weights.
@@ -353,6 +354,11 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                                 json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
     def on_train_begin(self, logs=None):
+        self._restore()
+        # Room for one epoch's backup and checkpoint, so a full disk stops the run now rather than after an epoch.
+        files.check_free_space(os.path.dirname(os.path.abspath(self.backup_dir)), 2 * weights_bytes(self.model))
+
+    def _restore(self):
         try:
             self._load_model()
             return

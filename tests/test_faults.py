@@ -150,8 +150,8 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
         return os.statvfs_result((stat.f_bsize, stat.f_frsize, stat.f_blocks, 0, 1, *stat[5:]))
 
     monkeypatch.setattr(os, "statvfs", nearly_full)
-    with pytest.raises(files.DiskError, match=r"not enough space in .*backup: about .* MB needed, 0.0 MB free"):
-        fit(tiny_model(), tmp_path, 3)
+    with pytest.raises(files.DiskError, match=f"not enough space in {tmp_path}: about .* MB needed, 0.0 MB free"):
+        fit(tiny_model(), tmp_path, 3)  # refused as the fit starts, before an epoch is spent
     assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == before and not leftovers(tmp_path)
 
 
@@ -195,6 +195,26 @@ def test_a_real_full_disk_stops_the_run_with_one_error_and_an_intact_state(small
         fit(tiny_model(width=10000), run_dir, 3)
     assert not leftovers(run_dir)
     tiny_model(width=10000).load_weights(str(run_dir / "backup" / "latest.weights.h5"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", ["run_dir", "output_dir"])
+def test_cli_train_on_a_real_full_disk_is_one_error_before_training(small_tmpfs, tmp_path, emotion6_dummy_data_dir,
+                                                                    full):
+    """Issue #12 saw exit 139 here. The tiny entry's weights (~2 MB, ~6 MB of checkpoints with Adam's slots) do
+    not fit the 2 MB tmpfs: the CLI exits 1 with one line naming it, before an epoch is trained."""
+    recipe_file = tmp_path / "tiny_e6.yaml"
+    recipe_file.write_text(yaml.safe_dump(RECIPE))
+    dirs = {"run_dir": tmp_path / "run", "output_dir": tmp_path / "out"}
+    dirs[full] = small_tmpfs() / full
+    done = subprocess.run([sys.executable, "-m", "affect_zoo.cli", "train", str(recipe_file), "--run-dir",
+                           str(dirs["run_dir"]), "--output-dir", str(dirs["output_dir"]), "--data-dir",
+                           str(emotion6_dummy_data_dir), "--epochs", "1"], capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("affect-zoo: error:")]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-3000:]
+    assert f"not enough space in {dirs[full]}" in lines[0] and "Traceback" not in done.stderr
+    assert not (dirs["run_dir"] / "checkpoints").exists() and not (dirs["output_dir"] / "tiny_e6").exists()
 
 
 # --- read-only run and output directories, a locked run dir, a published entry -------------------------------
