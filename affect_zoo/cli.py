@@ -201,6 +201,9 @@ def parser():
 
 
 def main(argv=None):
+    """The command. ``argv=None`` (the console script) reads sys.argv and, after a full or read-only disk, ends
+    the process with ``os._exit``: HDF5 that has hit ENOSPC crashes the interpreter's teardown (exit 139, seen
+    here), and the files are already safe. Called with an ``argv`` list it raises SystemExit as usual."""
     args = parser().parse_args(argv)
     try:
         args.run(args)
@@ -208,7 +211,13 @@ def main(argv=None):
         print(f"affect-zoo: error: {error}", file=sys.stderr)
         sys.exit(2)
     except RuntimeError as error:
+        from affect_zoo.files import DiskError
+
         print(f"affect-zoo: error: {error}", file=sys.stderr)
+        if isinstance(error, DiskError) and argv is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(1)
 
 

@@ -74,7 +74,7 @@ PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": 
 REQUIRED = [("name",), ("dataset", "name"), ("model", "family"), ("model", "backbone"), ("tasks",)]
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
-MIN_INPUT_SIDE = 32
+MIN_INPUT_SIDE = 32  # the smallest input Keras' ImageNet backbones accept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +101,17 @@ class Range:
 
 #: Ranges of the numeric fields, by their path in the recipe (``phases`` entries: ``training.phases[].<key>``).
 RANGES = {
-    "training.epochs": Range(1), "training.batch_size": Range(1), "training.seed": Range(0, 2 ** 32 - 1),
-    "training.optimizer.learning_rate": Range(0, low_open=True), "training.optimizer.momentum": Range(0, 1,
-                                                                                                       high_open=True),
-    "training.optimizer.weight_decay": Range(0), "training.schedule.warmup_epochs": Range(0),
-    "training.schedule.decay_epochs": Range(1), "training.schedule.decay_rate": Range(0, 1, low_open=True),
-    "training.phases[].epochs": Range(1), "training.phases[].learning_rate": Range(0, low_open=True),
+    "training.epochs": Range(1),
+    "training.batch_size": Range(1),
+    "training.seed": Range(0, 2 ** 32 - 1),
+    "training.optimizer.learning_rate": Range(0, low_open=True),
+    "training.optimizer.momentum": Range(0, 1, high_open=True),
+    "training.optimizer.weight_decay": Range(0),
+    "training.schedule.warmup_epochs": Range(0),
+    "training.schedule.decay_epochs": Range(1),
+    "training.schedule.decay_rate": Range(0, 1, low_open=True),
+    "training.phases[].epochs": Range(1),
+    "training.phases[].learning_rate": Range(0, low_open=True),
     "export.version": Range(1),
 }
 TRAINING_DEFAULTS = {"optimizer": {"name": "adam", "learning_rate": 1e-4}, "epochs": 10, "batch_size": 32,

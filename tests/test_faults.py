@@ -180,21 +180,36 @@ def small_tmpfs(tmp_path):
             subprocess.run(["umount", str(point)], capture_output=True)
 
 
-def test_a_real_full_disk_stops_the_run_with_one_error_and_an_intact_state(small_tmpfs, monkeypatch):
-    """~600 KB per weights file on a 2 MB file system: epoch 1's backup and checkpoint fit, epoch 2's do not. With
-    the free-space check the run stops before writing; without it (HDF5 hits ENOSPC itself) it stops the same."""
+def test_a_real_full_disk_stops_the_run_with_one_error_and_an_intact_state(small_tmpfs):
+    """~600 KB per weights file on a 2 MB file system: epoch 1's backup and checkpoint fit, epoch 2's do not, and
+    the free-space check stops the run before HDF5 writes (HDF5 hitting ENOSPC itself: the next test)."""
     run_dir = small_tmpfs() / "run"
     with pytest.raises(files.DiskError, match=r"not enough space in .*backup"):
         fit(tiny_model(width=10000), run_dir, 3)
     assert not leftovers(run_dir)
     tiny_model(width=10000).load_weights(str(run_dir / "backup" / "latest.weights.h5"))  # epoch 1's, whole
 
+
+NO_SPACE_CHECK = ("import sys; from affect_zoo import files; files.check_free_space = lambda *a: None; "
+                  "from affect_zoo.cli import main; sys.argv[0] = 'affect-zoo'; main()")
+
+
+@pytest.mark.slow
+def test_cli_train_when_hdf5_itself_hits_enospc_exits_1_not_139(small_tmpfs, tmp_path, emotion6_dummy_data_dir):
+    """With the free-space check off, HDF5 runs into ENOSPC writing the first backup: one clean error, no torn
+    file, and exit 1. (A process whose HDF5 has hit ENOSPC crashes at interpreter exit; the command therefore
+    ends with os._exit, and this test runs in a child so that the crash could not hit pytest.)"""
+    recipe_file = tmp_path / "tiny_e6.yaml"
+    recipe_file.write_text(yaml.safe_dump(RECIPE))
     run_dir = small_tmpfs() / "run"
-    monkeypatch.setattr(files, "check_free_space", lambda directory, payload_bytes: None)
-    with pytest.raises(files.DiskError, match=r"could not write .*: no space left"):
-        fit(tiny_model(width=10000), run_dir, 3)
-    assert not leftovers(run_dir)
-    tiny_model(width=10000).load_weights(str(run_dir / "backup" / "latest.weights.h5"))
+    done = subprocess.run([sys.executable, "-c", NO_SPACE_CHECK, "train", str(recipe_file), "--run-dir",
+                           str(run_dir), "--output-dir", str(tmp_path / "out"), "--data-dir",
+                           str(emotion6_dummy_data_dir), "--epochs", "1"], capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("affect-zoo: error:")]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-3000:]
+    assert f"could not write {run_dir}/" in lines[0] and "no space left" in lines[0]
+    assert not leftovers(run_dir) and not (run_dir / "backup" / "latest.weights.h5").exists()
 
 
 @pytest.mark.slow
