@@ -7,6 +7,7 @@ line (``affect-zoo: error: …``) and exit with status 2 (bad input) or 1 (anyth
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -99,15 +100,16 @@ def cmd_predict(args):
 
 
 def cmd_train(args):
-    from affect_zoo import experiments
+    from affect_zoo import experiments, zoo
 
+    output_dir = pathlib.Path(args.output_dir) if args.output_dir else zoo.SAVED_MODELS_DIR
     card = experiments.train(args.recipe, run_dir=args.run_dir, data_dir=args.data_dir, epochs=args.epochs,
-                             resume=args.resume, verbose=0 if args.json else 1,
-                             **({"output_dir": args.output_dir} if args.output_dir else {}))
+                             resume=args.resume, verbose=0 if args.json else 1, output_dir=output_dir,
+                             overwrite_entry=args.overwrite_entry)
     if args.json:
         _print_json(card)
     else:
-        print(f"wrote saved_models/{card['name']}: {card['weights']['file']} ({card['weights']['sha256'][:12]}…)")
+        print(f"wrote {output_dir / card['name']}: {card['weights']['file']} ({card['weights']['sha256'][:12]}…)")
         _print_metrics(card["metrics"], card["baselines"])
 
 
@@ -177,6 +179,8 @@ def parser():
     s.add_argument("--data-dir", help="where the TFDS datasets are built")
     s.add_argument("--run-dir", help="checkpoints, logs and resume state (default runs/<name>)")
     s.add_argument("--output-dir", help="where to write <name>/ with weights and card (default saved_models/)")
+    s.add_argument("--overwrite-entry", action="store_true",
+                   help="replace an entry already published in the output directory (refused by default)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=cmd_train)
     s = sub.add_parser("evaluate", help="measure an entry on a split of its dataset")
@@ -204,6 +208,9 @@ def parser():
 
 
 def main(argv=None):
+    """The command. ``argv=None`` (the console script) reads sys.argv and, after a full or read-only disk, ends
+    the process with ``os._exit``: HDF5 that has hit ENOSPC crashes the interpreter's teardown (exit 139, seen
+    here), and the files are already safe. Called with an ``argv`` list it raises SystemExit as usual."""
     args = parser().parse_args(argv)
     try:
         args.run(args)
@@ -211,7 +218,13 @@ def main(argv=None):
         print(f"affect-zoo: error: {error}", file=sys.stderr)
         sys.exit(2)
     except (RuntimeError, OSError) as error:
+        from affect_zoo.files import DiskError
+
         print(f"affect-zoo: error: {error}", file=sys.stderr)
+        if isinstance(error, DiskError) and argv is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(1)
 
 

@@ -18,12 +18,14 @@ Families differ in how they train, all as data in the recipe:
   dataset. A classifier is evaluated on the test samples that have all of its modalities (``samples`` says how
   many), and ``prediction`` (the classifier of exactly the present modalities) on all of them.
 """
+import contextlib
 import copy
 import csv
 import datetime
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -33,11 +35,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import data, metrics, metrics_multilabel, recipes, zoo
+from affect_zoo import data, files, metrics, metrics_multilabel, recipes, zoo
 from affect_zoo.backbones import imagenet_packages
 from affect_zoo.models import copy_weights_by_name, mmemo, semdep
 from affect_zoo.tasks import Task, as_tasks
-from affect_zoo.training import make_strategy, standard_callbacks
+from affect_zoo.training import (is_chief, make_strategy, save_weights_atomically, standard_callbacks,
+                                 weights_bytes)
 
 PHASE_DONE = "phase_done.json"
 PHASE_WEIGHTS = "network.weights.h5"
@@ -110,9 +113,10 @@ def _check_mmemo_dataset(recipe):
 
 
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,
-          output_dir=zoo.SAVED_MODELS_DIR, steps_per_epoch=None, verbose=1):
+          output_dir=zoo.SAVED_MODELS_DIR, steps_per_epoch=None, verbose=1, overwrite_entry=False):
     """Train an entry from its recipe; returns the card written (a dict).
 
+    recipe_or_path: an entry name, a YAML path or a dict (validated like a file; errors name "recipe <name>").
     epochs: overrides ``training.epochs``. With ``training.phases`` it caps every phase at that many epochs
         instead, so a short run still goes through each stage in order.
     resume: continue the run in ``run_dir`` (without it, a ``run_dir`` holding an earlier run's state is an error).
@@ -120,37 +124,75 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
         stage has finished, the network's weights and a ``phase_done.json`` marker: finished stages are skipped
         (their weights loaded), a stage killed midway continues from its last finished epoch. A run over
         ``training.seeds`` does the same per seed in ``run_dir/seed_<s>/`` (``seed_done.json``).
+    overwrite_entry: replace an entry already published in ``output_dir/<name>/`` (refused by default, before
+        any training, so a shipped, verified entry is never replaced by accident).
+
+    The run holds an exclusive lock on ``run_dir`` (``files.run_lock``): a second run on it is refused at once.
+    ``run_dir`` and ``output_dir`` are checked writable, and ``output_dir`` for room for the weights, before
+    training starts.
     """
     if isinstance(recipe_or_path, dict):
-        recipe = copy.deepcopy(recipe_or_path)
+        recipe = recipes.resolve(recipe_or_path, where=f"recipe {recipe_or_path.get('name', '(unnamed)')!r}")
     else:
         recipe = recipes.load_recipe(recipe_or_path)
-    training = recipe["training"]
+    for value, flag in ((epochs, "epochs"), (steps_per_epoch, "steps_per_epoch")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{flag} must be an int >= 1, got {value!r}")
+    run_dir = pathlib.Path(run_dir or os.path.join("runs", recipe["name"]))
+    with files.run_lock(run_dir) if is_chief() else contextlib.nullcontext():
+        return _train_locked(recipe, run_dir, data_dir, epochs, resume, pathlib.Path(output_dir), steps_per_epoch,
+                             verbose, overwrite_entry)
+
+
+def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_per_epoch, verbose, overwrite_entry):
+    name, training = recipe["name"], recipe["training"]
     phases = _phases(recipe)
     for phase in phases or ():
-        phase["epochs"] = phase["epochs"] if epochs is None else min(phase["epochs"], int(epochs))
+        phase["epochs"] = phase["epochs"] if epochs is None else min(phase["epochs"], epochs)
     if phases or epochs is not None:
-        training["epochs"] = sum(p["epochs"] for p in phases) if phases else int(epochs)
-    run_dir = pathlib.Path(run_dir or os.path.join("runs", recipe["name"]))
+        training["epochs"] = sum(p["epochs"] for p in phases) if phases else epochs
     earlier = (run_dir / "backup").exists() or any(run_dir.glob("phase_*")) or any(run_dir.glob("seed_*"))
     if earlier and not resume:
         raise FileExistsError(f"{run_dir} holds the state of an earlier run: pass --resume to continue it, or "
                               f"choose another --run-dir (nothing was overwritten)")
+    _refuse_existing_entry(output_dir / name, overwrite_entry)
+    files.check_writable(output_dir)
     splits = recipe["dataset"].get("splits") or {}
     test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
     if training.get("seeds"):
         model, produced, assets, wall, more_metrics = _run_seeds(recipe, run_dir, data_dir, steps_per_epoch,
-                                                                 verbose, test_split)
+                                                                 verbose, test_split, output_dir)
         measured = more_metrics.pop(test_split)
     else:
-        model, produced, assets, wall = _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose)
+        model, produced, assets, wall = _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose,
+                                             output_dir)
         measured, more_metrics = evaluate(model, recipe, split=test_split, data_dir=data_dir), {}
     baseline = trivial_baseline(recipe, split=test_split, data_dir=data_dir)
-    return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir,
-                       produced=produced, assets=assets, more_metrics=more_metrics)
+    try:
+        return write_entry(model, recipe, output_dir, measured, baseline, wall, test_split, data_dir,
+                           produced=produced, assets=assets, more_metrics=more_metrics, overwrite=overwrite_entry)
+    except files.DiskError as error:
+        raise files.DiskError(f"{error}. The trained state is kept in {run_dir}: once there is room, the same "
+                              f"command with --resume writes the entry without training again") from None
 
 
-def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose):
+def _refuse_existing_entry(folder, overwrite):
+    """FileExistsError when ``folder`` holds anything (a published entry, or files of someone else's) and
+    ``overwrite`` is not set: training never deletes what it did not write unless told to."""
+    if overwrite or not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return
+    what = ("a published entry (card.json, weights, SHA256SUMS)" if (folder / "card.json").is_file() else
+            "files but no card.json")
+    raise FileExistsError(f"{folder} already holds {what}: pass --overwrite-entry to replace it, or --output-dir "
+                          f"to write elsewhere (nothing was trained or replaced)")
+
+
+def _entry_bytes(model, assets):
+    """About the bytes an entry takes: the network's weights and the asset files (the card is in the margin)."""
+    return weights_bytes(model.network) + sum(len(text.encode("utf-8")) for text in (assets or {}).values())
+
+
+def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir):
     """One training run in ``run_dir`` (resumable); returns the model, what the card's ``produced`` gets, the
     files to ship and the wall time of the finished epochs (summed over resumed processes)."""
     training = recipe["training"]
@@ -165,12 +207,13 @@ def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose):
         model, network_options, assets = _model(recipe, data_dir)
         if recipe.get("init"):
             _initialise(model, recipe["init"])
+    files.check_free_space(output_dir, _entry_bytes(model, assets))
     produced = {"network_options": network_options} if network_options else {}
     if phases:
         produced["phases"] = _train_phases(model, recipe, phases, train_data, validation, run_dir,
                                            steps_per_epoch, steps, strategy, verbose)
         return model, produced, assets, time.time() - started
-    run_dir.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(run_dir)
     with strategy.scope():
         model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
     history = [_EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
@@ -216,7 +259,7 @@ def _select_epoch(model, run_dir, rows, select):
     return {"epoch": best, "monitor": monitor, "mode": mode, "value": values[best], "epochs": len(rows)}
 
 
-def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split):
+def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, output_dir):
     """One run per seed of ``training.seeds``; ships the seed whose selected epoch is best on validation.
 
     Returns the shipped model, ``produced`` (per seed: wall time, selected epoch), the assets, the summed wall
@@ -232,12 +275,12 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split):
             continue
         run = copy.deepcopy(recipe)
         run["training"]["seed"] = seed
-        model, produced, _, wall = _run(run, folder, data_dir, None, steps_per_epoch, verbose)
+        model, produced, _, wall = _run(run, folder, data_dir, None, steps_per_epoch, verbose, output_dir)
         record = {"seed": seed, "wall_time_s": round(wall, 1), "selected": produced["selected"],
                   "validation": evaluate(model, run, split="validation", data_dir=data_dir),
                   test_split: evaluate(model, run, split=test_split, data_dir=data_dir)}
-        model.network.save_weights(str(folder / SEED_WEIGHTS))
-        (folder / SEED_DONE).write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
+        save_weights_atomically(model.network, folder / SEED_WEIGHTS)
+        files.atomic_write_text(folder / SEED_DONE, json.dumps(record, indent=1, default=_jsonable) + "\n")
         records[seed] = record
     best = min if select.get("mode", "min") == "min" else max
     shipped = best(seeds, key=lambda s: records[s]["selected"]["value"])
@@ -377,8 +420,8 @@ def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_
         stage.fit(train_data.map(rename), validation_data=validation.map(rename) if validation else None,
                   epochs=phase["epochs"], steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
                   verbose=verbose)
-        network.save_weights(str(folder / PHASE_WEIGHTS))
-        (folder / PHASE_DONE).write_text(json.dumps({**record, "phase": k, "finished": time.time()}) + "\n")
+        save_weights_atomically(network, folder / PHASE_WEIGHTS)
+        files.atomic_write_text(folder / PHASE_DONE, json.dumps({**record, "phase": k, "finished": time.time()}) + "\n")
         done.append(record)
     return done
 
@@ -509,17 +552,42 @@ def _commit():
 
 
 def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split, data_dir, produced=None,
-                assets=None, more_metrics=None):
+                assets=None, more_metrics=None, overwrite=False):
     """Weights + card.json + SHA256SUMS under ``output_dir/<name>/``; returns the card as a dict.
 
     produced: more of how the weights came about, merged into the card's ``produced`` (``phases``, and
     ``network_options``, which ``zoo.load`` rebuilds the network with). assets: {filename: text} written beside
     the weights (mmemo's vocabularies), listed in ``produced.assets`` and in SHA256SUMS. more_metrics: more
     ``card.metrics`` keys (a multi-seed run's validation figures and its summary over seeds).
+
+    The entry is written whole into a hidden sibling directory and renamed into place (``files.publish_dir``),
+    after a free-space check, so ``output_dir/<name>/`` is either the old entry or the complete new one; an
+    existing entry is replaced only with ``overwrite``. A full or read-only disk is one ``files.DiskError``.
     """
     name = recipe["name"]
     folder = pathlib.Path(output_dir) / name
-    folder.mkdir(parents=True, exist_ok=True)
+    _refuse_existing_entry(folder, overwrite)
+    files.make_dirs(folder.parent)
+    files.check_free_space(folder.parent, _entry_bytes(model, assets))
+    staged = folder.with_name(f".partial-{os.getpid()}-{name}")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        staged.mkdir()
+        card = _write_entry_files(staged, model, recipe, measured, baseline, wall_time, split, data_dir, produced,
+                                  assets, more_metrics)
+        files.publish_dir(staged, folder, overwrite=overwrite)
+    except OSError as error:
+        if isinstance(error, FileExistsError):
+            raise
+        raise files.disk_error(folder, error) from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return card
+
+
+def _write_entry_files(folder, model, recipe, measured, baseline, wall_time, split, data_dir, produced, assets,
+                       more_metrics):
+    name = recipe["name"]
     weights_file = folder / f"{name}.weights.h5"
     model.network.save_weights(str(weights_file))  # the network only: a compiled model's file holds the optimizer
     stored = _store_dtype(model, recipe, weights_file, measured, split, data_dir)
@@ -545,8 +613,8 @@ def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split,
         card.produced["init"] = imagenet_packages.provenance(backbone)
     if assets:
         card.produced["assets"] = sorted(assets)
-    (folder / "card.json").write_text(json.dumps(card.to_dict(), indent=2, default=_jsonable) + "\n")
     (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    (folder / "card.json").write_text(json.dumps(card.to_dict(), indent=2, default=_jsonable) + "\n")
     return card.to_dict()
 
 

@@ -33,11 +33,22 @@ must list that stage's parts. ``training.epochs``, if given with phases, must be
 ``training.select`` keeps the weights of the epoch whose validation log ``monitor`` is best (else the last
 epoch's). ``training.seeds`` trains one run per seed (each in ``run_dir/seed_<s>/``, resumable) and ships the seed
 whose selected epoch is best on validation; the card reports every seed's test metrics and their mean ± sd.
+
+Numbers are checked against ``RANGES`` (epochs and batch size >= 1, learning rates > 0, input sides >= 32, ...),
+the optimizer, schedule, strategy and balancer names against what exists, the balancer's options against its
+constructor and each task by building it; every error names the file and the field.
 """
 import copy
+import dataclasses
+import inspect
+import math
 import pathlib
 
 import yaml
+
+from affect_zoo import balancing
+from affect_zoo.tasks import Task
+from affect_zoo.training import STRATEGIES
 
 
 def data_dir(name):
@@ -69,6 +80,48 @@ SCHEMA = {
 }
 PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": float}
 REQUIRED = [("name",), ("dataset", "name"), ("model", "family"), ("model", "backbone"), ("tasks",)]
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+MIN_INPUT_SIDE = 32  # the smallest input Keras' ImageNet backbones accept
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a number: ``low``/``high`` bounds (None: unbounded), open or closed."""
+
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value):
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self):
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+#: Ranges of the numeric fields, by their path in the recipe (``phases`` entries: ``training.phases[].<key>``).
+RANGES = {
+    "training.epochs": Range(1),
+    "training.batch_size": Range(1),
+    "training.seed": Range(0, 2 ** 32 - 1),
+    "training.optimizer.learning_rate": Range(0, low_open=True),
+    "training.optimizer.momentum": Range(0, 1, high_open=True),
+    "training.optimizer.weight_decay": Range(0),
+    "training.schedule.warmup_epochs": Range(0),
+    "training.schedule.decay_epochs": Range(1),
+    "training.schedule.decay_rate": Range(0, 1, low_open=True),
+    "training.phases[].epochs": Range(1),
+    "training.phases[].learning_rate": Range(0, low_open=True),
+    "export.version": Range(1),
+}
 TRAINING_DEFAULTS = {"optimizer": {"name": "adam", "learning_rate": 1e-4}, "epochs": 10, "batch_size": 32,
                      "balancer": {"name": "fixed"}, "strategy": "auto", "seed": 0,
                      "augment": {"crop": True, "flip": True, "randaugment": False}}
@@ -89,15 +142,21 @@ def recipe_path(name_or_path, recipes_dir=None):
 def load_recipe(name_or_path, recipes_dir=None):
     """Read, resolve ``extends`` and validate a recipe; returns a plain dict with training defaults filled in."""
     path = recipe_path(name_or_path, recipes_dir)
-    raw = _read(path)
-    seen = [path.stem]
+    return resolve(_read(path), where=str(path), recipes_dir=recipes_dir or path.parent, stem=path.stem)
+
+
+def resolve(raw, where="recipe", recipes_dir=None, stem=None):
+    """A recipe given as a dict (``experiments.train(dict)``), treated as a file is: ``extends`` resolved (from
+    ``recipes_dir``, default ``RECIPES_DIR``), validated (errors name ``where``), training defaults filled in."""
+    raw = copy.deepcopy(raw)
+    seen = [stem or str(raw.get("name", where))]
     while "extends" in raw:
         parent_name = raw.pop("extends")
         if parent_name in seen:
-            raise RecipeError(f"{path}: 'extends' loops through {' -> '.join(seen + [parent_name])}")
+            raise RecipeError(f"{where}: 'extends' loops through {' -> '.join(seen + [parent_name])}")
         seen.append(parent_name)
-        raw = _merge(_read(recipe_path(parent_name, recipes_dir or path.parent)), raw)
-    validate(raw, where=str(path))
+        raw = _merge(_read(recipe_path(parent_name, recipes_dir or RECIPES_DIR)), raw)
+    validate(raw, where=where)
     recipe = copy.deepcopy(raw)
     recipe["training"] = _merge(TRAINING_DEFAULTS, recipe.get("training", {}))
     return recipe
@@ -144,8 +203,72 @@ def validate(recipe, where="recipe"):
     if dtype not in (None, "float32", "float16"):
         raise RecipeError(f"{where}: model.weights_dtype must be float32 or float16, got {dtype!r}")
     size = recipe["model"].get("input_size")
-    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
-        raise RecipeError(f"{where}: model.input_size must be [height, width] of positive ints, got {size}")
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and
+                                                       v >= MIN_INPUT_SIDE for v in size)):
+        raise RecipeError(f"{where}: 'model.input_size' must be [height, width], ints >= {MIN_INPUT_SIDE}, "
+                          f"got {size}")
+    _check_ranges(recipe, where)
+    _check_names(recipe, where)
+    _check_tasks(recipe, where)
+    _check_balancer(recipe, where)
+
+
+def _check_ranges(recipe, where):
+    training = recipe.get("training") or {}
+    values = [(f"training.phases[{i}].{key}", f"training.phases[].{key}", value)
+              for i, phase in enumerate(training.get("phases") or []) for key, value in phase.items()]
+    for path in RANGES:
+        node = recipe
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        values.append((path, path, node))
+    for path, rule, value in values:
+        if rule in RANGES and value is not None and not RANGES[rule].holds(value):
+            raise RecipeError(f"{where}: '{path}' must be {RANGES[rule]}, got {value!r}")
+
+
+def _check_names(recipe, where):
+    training = recipe.get("training") or {}
+    for path, value, known in (("training.optimizer.name", (training.get("optimizer") or {}).get("name"), OPTIMIZERS),
+                               ("training.schedule.name", (training.get("schedule") or {}).get("name"), SCHEDULES),
+                               ("training.strategy", training.get("strategy"), STRATEGIES)):
+        if value is not None and value not in known:
+            raise RecipeError(f"{where}: '{path}' is {value!r}; choose one of {', '.join(known)}")
+    optimizer = training.get("optimizer") or {}
+    if optimizer.get("momentum") is not None and optimizer.get("name", "adam") != "sgd":
+        raise RecipeError(f"{where}: 'training.optimizer.momentum' applies to sgd only, not {optimizer.get('name')!r}")
+
+
+def _check_tasks(recipe, where):
+    for i, task in enumerate(recipe["tasks"]):
+        try:
+            Task(**task)
+        except (TypeError, ValueError) as error:
+            raise RecipeError(f"{where}: 'tasks[{i}]': {error}") from None
+
+
+def _check_balancer(recipe, where):
+    """The balancer's name and options, against its class's constructor, and its values by building it."""
+    spec = (recipe.get("training") or {}).get("balancer")
+    if spec is None:
+        return
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RecipeError(f"{where}: 'training.balancer' must be a mapping with a 'name', got {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] not in balancing.BALANCERS:
+        raise RecipeError(f"{where}: 'training.balancer.name' is {spec['name']!r}; choose one of "
+                          f"{', '.join(balancing.BALANCERS)}")
+    cls = balancing.BALANCERS[spec["name"]]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "kwargs", "num_tasks", "task_kinds")]
+    for key in options:
+        if key not in accepted:
+            raise RecipeError(f"{where}: unknown key 'training.balancer.{key}' (balancer {spec['name']!r} takes: "
+                              f"{', '.join(accepted) or 'no options'})")
+    try:
+        cls(**options)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{where}: 'training.balancer': {error}") from None
 
 
 def _check_ignore(recipe, where):
@@ -200,8 +323,6 @@ def _check_phases(recipe, where):
         for key in ("name", "epochs"):
             if key not in phase:
                 raise RecipeError(f"{where}: required key 'training.phases[{i}].{key}' is missing")
-        if phase["epochs"] < 1:
-            raise RecipeError(f"{where}: 'training.phases[{i}].epochs' must be >= 1, got {phase['epochs']}")
     total = sum(p["epochs"] for p in phases)
     if training.get("epochs") is not None and training["epochs"] != total:
         raise RecipeError(f"{where}: 'training.epochs' is {training['epochs']} but the phases train {total} epochs "

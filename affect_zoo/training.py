@@ -6,11 +6,15 @@ pass, so the tape below already yields recalibrated gradients.
 """
 import json
 import os
+import pathlib
+import re
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from affect_zoo import balancing
+from affect_zoo import balancing, files
 from affect_zoo.tasks import as_tasks
 
 
@@ -269,23 +273,121 @@ def make_strategy(name="auto", devices=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+EPOCH_CHECKPOINT = "epoch_{epoch:03d}.weights.h5"
+_EPOCH_CHECKPOINT_RE = re.compile(r"epoch_(\d+)\.weights\.h5")
+
+
 def standard_callbacks(run_dir, tensorboard=True, checkpoints=True, update_freq="epoch"):
     """Callbacks for a long run in ``run_dir``: resume state after a kill (``backup/``, written every epoch),
     one weights file per finished epoch (``checkpoints/``, chief only), TensorBoard scalars (``logs/``) and
-    TerminateOnNaN. A restarted ``fit`` with the same ``run_dir`` continues from the last finished epoch.
+    TerminateOnNaN. A restarted ``fit`` with the same ``run_dir`` continues from the last finished epoch, or, when
+    that state is torn, from the newest per-epoch checkpoint that opens. Checkpoints are written atomically after
+    a free-space check; a full or read-only disk stops the run with a ``files.DiskError`` naming the file.
     """
+    files.check_writable(run_dir)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints") if checkpoints else None
     callbacks = [keras.callbacks.TerminateOnNaN(),
-                 keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq="epoch",
-                                                  delete_checkpoint=False)]
-    if checkpoints and _is_chief():
-        callbacks.append(keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"), save_weights_only=True))
+                 SafeBackupAndRestore(os.path.join(run_dir, "backup"), checkpoint_dir=checkpoint_dir)]
+    if checkpoints and is_chief():
+        callbacks.append(EpochCheckpoint(checkpoint_dir))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=update_freq))
     return callbacks
 
 
-def _is_chief():
+def weights_bytes(model):
+    """Bytes of the variables a weights file of ``model`` holds: its weights and, once built, its optimizer's."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+               for v in variables)
+
+
+def save_weights_atomically(model, path):
+    """``model.save_weights(path)`` through ``files.atomic_write``: free space checked first, no torn file."""
+    return files.atomic_write(path, lambda temporary: model.save_weights(str(temporary)), weights_bytes(model))
+
+
+def epoch_checkpoints(directory):
+    """``[(epochs finished, path), ...]`` of the per-epoch weights files in ``directory``, oldest first."""
+    found = []
+    for path in pathlib.Path(directory).glob("epoch_*.weights.h5") if directory else ():
+        match = _EPOCH_CHECKPOINT_RE.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """The model's weights after every epoch in ``directory/epoch_<N>.weights.h5`` (N counts from 1), written
+    atomically (Keras' ModelCheckpoint writes in place, so a kill or a full disk leaves a torn file)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = pathlib.Path(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_weights_atomically(self.model, self.directory / EPOCH_CHECKPOINT.format(epoch=epoch + 1))
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (state every epoch, kept after training) with two changes.
+
+    - Its weights and then its metadata are written atomically after a free-space check, the weights first: a
+      kill between the two resumes one epoch early, never one epoch late.
+    - At the start of ``fit`` it checks the run directory has room for one epoch's backup and checkpoint, and
+      a state that does not open (torn ``latest.weights.h5`` or metadata) is reported
+      with a warning naming it, and training resumes from the newest file in ``checkpoint_dir`` that opens
+      (``epoch_<N>.weights.h5``: N epochs done), skipping torn ones with a warning each. When none opens it
+      raises rather than train from partly loaded weights.
+    """
+
+    def __init__(self, backup_dir, checkpoint_dir=None):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.checkpoint_dir = checkpoint_dir
+
+    def _save_model(self):
+        save_weights_atomically(self.model, self._weights_path)
+        files.atomic_write_text(self._training_metadata_path,
+                                json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    def on_train_begin(self, logs=None):
+        self._restore()
+        # Room for one epoch's backup and checkpoint, so a full disk stops the run now rather than after an epoch.
+        files.check_free_space(os.path.dirname(os.path.abspath(self.backup_dir)), 2 * weights_bytes(self.model))
+
+    def _restore(self):
+        try:
+            self._load_model()
+            return
+        except Exception as error:  # h5py: OSError for a torn file; Keras: ValueError for missing variables
+            torn = self._training_metadata_path if isinstance(error, (json.JSONDecodeError, KeyError)) else \
+                self._weights_path
+            warnings.warn(f"{torn}: the resume state cannot be read ({_first_line(error)}); falling back to the "
+                          f"newest per-epoch checkpoint that opens", stacklevel=2)
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        for epoch, path in reversed(epoch_checkpoints(self.checkpoint_dir)):
+            try:
+                self.model.load_weights(str(path))
+            except Exception as error:
+                warnings.warn(f"{path}: cannot be read ({_first_line(error)}); skipped", stacklevel=2)
+                continue
+            warnings.warn(f"resuming from {path} ({epoch} epochs done)", stacklevel=2)
+            self.model._initial_epoch = epoch
+            return
+        raise RuntimeError(f"{self.backup_dir}: the resume state is unreadable and no per-epoch checkpoint in "
+                           f"{self.checkpoint_dir} opens; start over with another run directory")
+
+
+def _first_line(error):
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def is_chief():
     """The process that writes checkpoints: the "chief" task if the cluster has one, else worker 0."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = config.get("task", {})

@@ -12,17 +12,22 @@ dataset.
 
 Weights are always verified: a local file against the sha256 in its card, a hosted one (``url`` in the card) is
 downloaded into ``$AFFECT_ZOO_HOME`` (else ``$KERAS_HOME/affect_zoo``, else ``~/.keras/affect_zoo``) and kept only
-if its sha256 matches.
+if its sha256 matches. A user's own weights file is checked against a ``.sha256`` beside it when there is one and
+loaded with an ``UnverifiedWeightsWarning`` when there is none.
 """
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
+import glob
+import http.client
 import json
 import os
 import pathlib
-import shutil
 import tempfile
+import time
 import urllib.request
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +44,14 @@ SAVED_MODELS_DIR = recipes.data_dir("saved_models")
 
 class WeightsError(RuntimeError):
     """Weights that cannot be used: missing, unverifiable, or for another architecture."""
+
+
+class CardError(ValueError):
+    """A stored card.json that cannot be read; names the file."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """A user's weights file was loaded without a ``.sha256`` beside it to check it against."""
 
 
 @dataclasses.dataclass
@@ -123,9 +136,18 @@ def _recipe_builder(name):
 
 
 def _stored_card(name):
-    """The card.json training wrote for ``name`` (a dict), or None."""
+    """The card.json training wrote for ``name`` (a dict), or None; a card that is not a JSON object is an error
+    naming the file."""
     stored = SAVED_MODELS_DIR / name / "card.json"
-    return json.loads(stored.read_text()) if stored.is_file() else None
+    if not stored.is_file():
+        return None
+    try:
+        card = json.loads(stored.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{stored}: not a valid model card ({error})") from None
+    if not isinstance(card, dict):
+        raise CardError(f"{stored}: a model card is a JSON object, got {type(card).__name__}")
+    return card
 
 
 def _entry(name):
@@ -155,7 +177,10 @@ def model_card(name):
 def _card_for_recipe(name):
     stored = _stored_card(name)
     if stored is not None:
-        return ModelCard.from_dict(stored)
+        try:
+            return ModelCard.from_dict(stored)
+        except (TypeError, ValueError) as error:
+            raise CardError(f"{SAVED_MODELS_DIR / name / 'card.json'}: {error}") from None
     recipe = recipes.load_recipe(name)
     return card_from_recipe(recipe)
 
@@ -212,9 +237,7 @@ def load(name, weights="default"):
                 f"load({name!r}, weights=None) for the untrained architecture")
         path = resolve_weights(name, card.weights)
     else:
-        path = pathlib.Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file not found: {path}")
+        path = verify_user_weights(weights)
     model = entry.build()
     try:
         getattr(model, "network", model).load_weights(str(path))
@@ -224,12 +247,39 @@ def load(name, weights="default"):
     return model
 
 
+def verify_user_weights(path):
+    """A user's ``.weights.h5`` file, checked against ``<file>.sha256`` beside it when there is one (its first
+    word, as ``sha256sum`` writes it); without one it is loaded with an UnverifiedWeightsWarning."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        warnings.warn(f"{path}: no {sidecar.name} beside it, so these weights are loaded unverified",
+                      UnverifiedWeightsWarning, stacklevel=3)
+        return path
+    words = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    expected = _normalised_sha256(words[0] if words else "", sidecar)
+    if sha256(path) != expected:
+        raise WeightsError(f"{path}: sha256 does not match {sidecar} ({expected}); the file is corrupt or was "
+                           f"replaced")
+    return path
+
+
+def _normalised_sha256(value, where):
+    """A sha256 as 64 lower-case hex digits (cards and ``sha256sum`` may write upper case), or a WeightsError."""
+    text = str(value).strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise WeightsError(f"{where}: {value!r} is not a sha256 (64 hex digits)")
+    return text
+
+
 def resolve_weights(name, weights):
     """Path of verified weights for a card's ``weights`` entry: the local file in saved_models/ if present,
     else the cached download, else a fresh download from ``url``."""
-    expected = weights.get("sha256")
-    if not expected:
+    if not weights.get("sha256"):
         raise WeightsError(f"{name}: the card's weights have no sha256; refusing to load unverified weights")
+    expected = _normalised_sha256(weights["sha256"], f"{name}: the card's weights.sha256")
     local = SAVED_MODELS_DIR / name / weights["file"]
     if local.is_file():
         if sha256(local) != expected:
@@ -244,24 +294,59 @@ def resolve_weights(name, weights):
     return download(weights["url"], cached, expected)
 
 
-def download(url, target, expected_sha256, timeout=60):
-    """Fetch ``url`` (http(s) or file) to ``target``, keeping it only if its sha256 is ``expected_sha256``."""
+def download(url, target, expected_sha256, timeout=60, chunk_bytes=1 << 16):
+    """Fetch ``url`` (http(s) or file) to ``target``, keeping it only if its sha256 is ``expected_sha256``.
+
+    timeout: seconds for the whole download (a server that drips bytes is cut off once it is spent), checked
+    after every read; one read waits at most that long too, so a download ends within about twice ``timeout``.
+    The data goes to ``<target>.<pid>.<random>.part``, removed on any failure; ``.part`` files left by a killed
+    download (their pid no longer runs) are removed by the next download of the same file.
+    """
     target = pathlib.Path(target)
+    expected = _normalised_sha256(expected_sha256, f"expected sha256 of {url}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    _remove_stale_parts(target)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.{os.getpid()}.", suffix=".part")
+    deadline = time.monotonic() + timeout
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
+            read = getattr(response, "read1", response.read)
+            while True:
+                if time.monotonic() > deadline:
+                    raise WeightsError(f"download of {url} did not finish within {timeout} s: not kept")
+                block = read(chunk_bytes)
+                if not block:
+                    break
+                out.write(block)
         got = sha256(partial)
-        if got != expected_sha256:
-            raise WeightsError(f"download of {url} has sha256 {got}, expected {expected_sha256}: not kept")
+        if got != expected:
+            raise WeightsError(f"download of {url} has sha256 {got}, expected {expected}: not kept")
         os.replace(partial, target)
         return target
-    except OSError as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:
         raise WeightsError(f"could not download {url}: {error}") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def _remove_stale_parts(target):
+    """Delete ``<target>.<pid>.*.part`` files whose process is gone (a download killed before its cleanup)."""
+    for part in target.parent.glob(f"{glob.escape(target.name)}.*.part"):
+        pid = part.name[len(target.name) + 1:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def predict(model_or_name, images, batch_size=32):

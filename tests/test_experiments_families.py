@@ -163,7 +163,7 @@ def test_resume_skips_finished_phases_and_continues_a_killed_one(semdep_run, tmp
     # killed before phase 4's first epoch ended: phase 4 trains again from phase 3's weights
     shutil.rmtree(phase_dir(run, 4))
     (phase_dir(run, 4) / "logs").mkdir(parents=True)
-    card = experiments.train("tiny_semdep", resume=True, **kwargs)
+    card = experiments.train("tiny_semdep", resume=True, overwrite_entry=True, **kwargs)  # the entry of the run above
     assert [p["skipped"] for p in card["produced"]["phases"]] == [True, True, True, False]
     assert {k: (phase_dir(run, k) / experiments.PHASE_DONE).read_text() for k in (1, 2, 3)} == finished
     phase3 = part_weights(phase_dir(run, 3) / experiments.PHASE_WEIGHTS)

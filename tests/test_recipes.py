@@ -1,95 +1,101 @@
-"""The paper-scale recipes state the hyper-parameters their papers give (as DESIGN.md and issue 15 transcribe them)
-and mark every training hyper-parameter "(paper)" or "(assumed)"."""
-import re
+"""Recipe validation of numbers, names, tasks and balancer options: every error names the file and the field, for
+a YAML file and for a dict given to ``experiments.train`` alike, before anything is built or trained."""
+import copy
 
 import pytest
-import tensorflow_datasets as tfds
+import yaml
+from test_experiments import RECIPE
 
-from affect_zoo import data, recipes, zoo
-
-PAPER_SCALE = sorted(n for n in recipes.list_recipes()
-                     if n.endswith(("_uae", "_uae_score")) or n.startswith(("circle_resnet50_", "semdep_", "mmemo_")))
-MARKED_KEYS = ("learning_rate", "momentum", "weight_decay", "decay_epochs", "batch_size", "epochs", "input_size",
-               "weights", "augment", "se_ratio", "dropout", "text_dropout", "text_padding")
+from affect_zoo import cli, experiments, recipes
 
 
-def test_the_paper_scale_recipes_are_the_expected_ones():
-    assert {"afi_resnet50_uae", "afi_resnet50_uae_score", "circle_resnet50_fi", "semdep_densenet121_voc2007",
-            "mmemo_densenet121_multimodal"} <= set(PAPER_SCALE)
+def edited(path, value):
+    """RECIPE with the dotted ``path`` set to ``value`` (a missing mapping on the way is created)."""
+    recipe = copy.deepcopy(RECIPE)
+    *parents, last = path.split(".")
+    node = recipe
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return recipe
 
 
-def marked(lines, i):
-    """Line i carries a (paper)/(assumed) mark itself or in the comment block right above it (for an item of a
-    YAML list, above the list's first item, with the list's key line)."""
-    block = [lines[i]]
-    j = i - 1
-    if lines[i].lstrip().startswith("- "):
-        while j >= 0 and lines[j].lstrip().startswith("- "):
-            j -= 1
-        block.append(lines[j])
-        j -= 1
-    while j >= 0 and lines[j].lstrip().startswith("#"):
-        block.append(lines[j])
-        j -= 1
-    return any(re.search(r"\((paper|assumed|not in the paper)", line) for line in block)
+BAD = [
+    ("training.epochs", 0, "'training.epochs' must be >= 1, got 0"),
+    ("training.epochs", -3, "'training.epochs' must be >= 1, got -3"),
+    ("training.batch_size", 0, "'training.batch_size' must be >= 1, got 0"),
+    ("training.seed", -1, r"'training.seed' must be in \[0, 4294967295\], got -1"),
+    ("training.optimizer.learning_rate", 0, "'training.optimizer.learning_rate' must be > 0, got 0"),
+    ("training.optimizer.learning_rate", -0.1, "'training.optimizer.learning_rate' must be > 0"),
+    ("training.optimizer.learning_rate", float("nan"), "'training.optimizer.learning_rate' must be > 0, got nan"),
+    ("training.optimizer.learning_rate", float("inf"), "'training.optimizer.learning_rate' must be > 0, got inf"),
+    ("training.optimizer.weight_decay", -1e-4, "'training.optimizer.weight_decay' must be >= 0"),
+    ("training.optimizer.momentum", 1.0, r"'training.optimizer.momentum' must be in \[0, 1\)"),
+    ("training.schedule.decay_epochs", 0, "'training.schedule.decay_epochs' must be >= 1"),
+    ("training.schedule.warmup_epochs", -1, "'training.schedule.warmup_epochs' must be >= 0"),
+    ("training.schedule.decay_rate", 0, r"'training.schedule.decay_rate' must be in \(0, 1\]"),
+    ("training.schedule.decay_rate", 1.5, r"'training.schedule.decay_rate' must be in \(0, 1\]"),
+    ("export.version", 0, "'export.version' must be >= 1"),
+    ("model.input_size", [16, 32], r"'model.input_size' must be \[height, width\], ints >= 32, got \[16, 32\]"),
+    ("model.input_size", [32], r"'model.input_size' must be \[height, width\]"),
+    ("training.optimizer.name", "rmsprop", "'training.optimizer.name' is 'rmsprop'; choose one of sgd, adam, adamw"),
+    ("training.schedule.name", "linear", "'training.schedule.name' is 'linear'; choose one of constant, step"),
+    ("training.strategy", "tpu", "'training.strategy' is 'tpu'; choose one of auto"),
+    ("training.balancer", {"name": "dwa", "temprature": 2}, "unknown key 'training.balancer.temprature' "
+                                                            r"\(balancer 'dwa' takes: temperature\)"),
+    ("training.balancer", {"name": "uncertainty", "alpha": 1}, "unknown key 'training.balancer.alpha' "
+                                                               r"\(balancer 'uncertainty' takes: no options\)"),
+    ("training.balancer", {"name": "dwa", "temperature": 0}, "'training.balancer': DWA: temperature must be > 0"),
+    ("training.balancer", {"name": "fixed", "weights": [1, -1]}, "'training.balancer': FixedWeights: weights"),
+    ("training.balancer", {"name": "magic"}, "'training.balancer.name' is 'magic'; choose one of fixed"),
+    ("training.balancer", "fixed", "'training.balancer' must be a mapping with a 'name'"),
+    ("tasks", [{"name": "va", "kind": "regression", "size": 0}], r"'tasks\[0\]': task 'va': size must be"),
+    ("tasks", [{"name": "va", "kind": "regression", "colour": 1}], r"'tasks\[0\]': .*colour"),
+]
 
 
-@pytest.mark.parametrize("name", PAPER_SCALE)
-def test_every_stated_hyper_parameter_is_marked_paper_or_assumed(name):
-    lines = recipes.recipe_path(name).read_text().splitlines()
-    unmarked = [line.strip() for i, line in enumerate(lines)
-                if re.search(rf"\b({'|'.join(MARKED_KEYS)}):", line.split("#")[0])
-                and not marked(lines, i)]
-    assert not unmarked, f"{name}: no (paper)/(assumed) mark on {unmarked}"
+@pytest.mark.parametrize("path, value, message", BAD, ids=[f"{p}={v}" for p, v, _ in BAD])
+def test_out_of_range_or_unknown_values_name_the_file_and_the_field(tmp_path, path, value, message):
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text(yaml.safe_dump(edited(path, value)))
+    with pytest.raises(recipes.RecipeError, match=f"^{recipe_file}: {message}"):
+        recipes.load_recipe(recipe_file)
 
 
-def test_semdep_voc2007_has_the_papers_training_protocol():
-    """Xue et al. 2019 on VOC2007: lr 0.001 divided by 10 every 30 epochs, weight decay 0.0005, batch 24, trained
-    on trainval (5,011 images)."""
-    recipe = recipes.load_recipe("semdep_densenet121_voc2007")
-    training = recipe["training"]
-    assert (training["optimizer"]["learning_rate"], training["optimizer"]["weight_decay"]) == (0.001, 0.0005)
-    assert training["schedule"] == {"name": "step", "decay_epochs": 30, "decay_rate": 0.1}
-    assert training["batch_size"] == 24 and {p["learning_rate"] for p in training["phases"]} == {0.001}
-    splits = recipe["dataset"]["splits"]
-    assert splits["train"] == "train+validation" and "validation" not in splits
-    assert recipe["model"]["options"]["attention"] == "maps"
-    card = zoo.model_card("semdep_densenet121_voc2007")
-    assert "Reported figure: map_11point" in " ".join(card.description.split())
+def test_momentum_is_refused_for_an_optimizer_without_one(tmp_path):
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text(yaml.safe_dump(edited("training.optimizer", {"name": "adam", "momentum": 0.9})))
+    with pytest.raises(recipes.RecipeError, match="'training.optimizer.momentum' applies to sgd only, not 'adam'"):
+        recipes.load_recipe(recipe_file)
 
 
-def test_voc2007_trainval_split_reads_train_and_validation(voc2007_dummy_data_dir):
-    root = str(voc2007_dummy_data_dir / "voc2007" / "1.0.0")
-    builder = tfds.builder_from_directory(root)
-    sizes = {s: builder.info.splits[s].num_examples for s in ("train", "validation")}
-    trainval = data.load_split(root, "train+validation")
-    assert sum(1 for _ in trainval) == sizes["train"] + sizes["validation"]
+def test_phase_numbers_are_checked_with_their_index(tmp_path):
+    recipe = edited("training.phases", [{"name": "backbone", "epochs": 1},
+                                        {"name": "attention", "epochs": 1, "learning_rate": 0.0}])
+    with pytest.raises(recipes.RecipeError, match=r"'training.phases\[1\].learning_rate' must be > 0, got 0.0"):
+        recipes.validate(recipe, where="x.yaml")
 
 
-def test_circle_fi_has_the_papers_view_and_optimizer():
-    """Yang et al. 2021 (seed 001): shorter side resized to 480, 448 × 448 crops, Adam at 1e-5."""
-    recipe = recipes.load_recipe("circle_resnet50_fi")
-    assert recipe["model"]["input_size"] == [448, 448]
-    assert recipe["training"]["augment"]["resize_shorter"] == 480 and recipe["training"]["augment"]["crop"]
-    assert recipe["training"]["optimizer"] == {"name": "adam", "learning_rate": 1e-5}
-    for child in ("circle_resnet50_flickr_ldl", "circle_resnet50_twitter_ldl"):
-        assert recipes.load_recipe(child)["training"] == recipe["training"]
+def test_every_shipped_recipe_passes():
+    for name in recipes.list_recipes():
+        recipes.load_recipe(name)
 
 
-def test_afi_uae_entries_keep_the_papers_two_tasks_and_the_score_is_an_extra():
-    """Shen et al. 2022 (tables 5–6): binary aesthetics (mean score 5) and the 8 emotions, nothing else."""
-    for name in [n for n in PAPER_SCALE if n.endswith("_uae")]:
-        recipe = recipes.load_recipe(name)
-        assert [(t["name"], t["kind"]) for t in recipe["tasks"]] == [("aesthetic", "binary"),
-                                                                     ("emotion", "classification")], name
-        assert set(recipe["dataset"]["targets"]) == {"aesthetic", "emotion"}, name
-    extra = recipes.load_recipe("afi_resnet50_uae_score")
-    base = recipes.load_recipe("afi_resnet50_uae")
-    assert [t["name"] for t in extra["tasks"]] == ["aesthetic", "aesthetic_score", "emotion"]
-    assert extra["dataset"]["targets"]["aesthetic_score"] == ["aesthetic_score"]
-    assert extra["training"] == base["training"] and extra["model"] == base["model"]
+def test_train_validates_a_dict_recipe_before_anything_is_built(tmp_path):
+    with pytest.raises(recipes.RecipeError, match="^recipe 'tiny_e6': 'training.epochs' must be >= 1, got 0"):
+        experiments.train(edited("training.epochs", 0), run_dir=tmp_path / "run", output_dir=tmp_path, verbose=0)
+    with pytest.raises(recipes.RecipeError, match="^recipe 'tiny_e6': 'training.batch_size' must be >= 1"):
+        experiments.train(edited("training.batch_size", 0), run_dir=tmp_path / "run", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+        experiments.train(RECIPE, epochs=0, run_dir=tmp_path / "run", output_dir=tmp_path)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tiny_e6").exists()
 
 
-def test_mmemo_recipe_uses_the_papers_text_extractor():
-    options = recipes.load_recipe("mmemo_densenet121_multimodal")["model"]["options"]
-    assert (options["text_padding"], options["text_dropout"], options["text_embedding_dim"]) == ("valid", 0.5, 300)
+def test_cli_epochs_zero_is_a_one_line_error_and_publishes_nothing(tmp_path, capsys):
+    recipe_file = tmp_path / "tiny_e6.yaml"
+    recipe_file.write_text(yaml.safe_dump(RECIPE))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", str(recipe_file), "--epochs", "0", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.strip() == "affect-zoo: error: epochs must be an int >= 1, got 0"
+    assert not (tmp_path / "out").exists()
