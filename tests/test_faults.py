@@ -7,6 +7,7 @@ injected by a monkeypatched write raising ENOSPC, which runs everywhere.
 """
 import contextlib
 import errno
+import hashlib
 import http.server
 import json
 import os
@@ -470,5 +471,5 @@ def test_a_killed_download_leaves_no_part_file_behind(tmp_path, dripping_url, ht
     assert len(list(target.parent.glob("*.part"))) == 1  # what kill -9 leaves: no cleanup ran
     root, base = http_root
     (root / "w.h5").write_bytes(b"weights")
-    zoo.download(f"{base}/w.h5", target, zoo.hashlib.sha256(b"weights").hexdigest().upper())
+    zoo.download(f"{base}/w.h5", target, hashlib.sha256(b"weights").hexdigest().upper())
     assert sorted(os.listdir(target.parent)) == ["w.weights.h5"]  # the dead process's .part was removed
