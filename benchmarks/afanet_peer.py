@@ -18,8 +18,8 @@ It has no ``.cuda()`` call: everything runs on the CPU.
 
 Every net trains in its own child process (thread pools do not compete, each peak RSS is its own) with
 ``--threads`` (2) threads: TensorFlow's intra- and inter-op pools; ``torch.set_num_threads`` and
-``set_num_interop_threads``, with ``OMP_WAIT_POLICY=PASSIVE`` (PyTorch's default OpenMP busy-waiting made it 3.7×
-slower when another process shared the cores; TensorFlow does not use OpenMP).
+``set_num_interop_threads``, with ``OMP_WAIT_POLICY=PASSIVE`` (PyTorch's default OpenMP busy-waiting made it several
+times slower when another process shared the cores; TensorFlow does not use OpenMP).
 
 - Ours, built as ``benchmarks/train_step.py`` builds them (va regression + Emotion6 distribution tasks, SGD with
   momentum 0.9, ``train_on_batch``): ``afi_recalibrated`` (AFI after each of the 4 ResNet stages with gradient

@@ -95,3 +95,25 @@ def test_ratios():
         "afi_over_two_single": 1.6, "recalibration_on_over_off": 1.25})
     del rows["afanet"]
     assert set(afanet_peer.ratios(rows)) == {"afi_over_two_single", "recalibration_on_over_off"}
+
+
+@linux_only
+@pytest.mark.slow
+def test_train_step_benchmark_reports_memory_per_variant(tmp_path):
+    """benchmarks/train_step.py on a tiny net: one memory child per variant, the table's figures in the JSON."""
+    import json
+    import os
+    import subprocess
+
+    out = tmp_path / "train_step.json"
+    subprocess.run([sys.executable, str(BENCHMARKS / "train_step.py"), "--backbone", "mobilenetv2", "--alpha", "0.35",
+                    "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--memory-steps", "2",
+                    "--out", str(out)], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                   stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    assert set(result["memory_mb"]) == set(result["median_step_s"]) == {"two_single", "afi", "afi_recalibrated"}
+    for name, phases in result["memory_mb"].items():
+        assert phases["params"] == result["params"][name]
+        peaks = [phases[p]["peak_rss"] for p in ("imported", "built", "first_step", "last_step")]
+        assert peaks == sorted(peaks) and peaks[0] > 100  # VmHWM never falls; TensorFlow alone is far above 100 MB
+        assert phases["last_step"]["rss_anon"] + phases["last_step"]["rss_file"] <= peaks[-1] + 1
