@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from harness import peak_rss_mb, random_batch
+
 DEFAULT = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v1", "vgg16"]
 
 
@@ -27,7 +29,6 @@ def child(backbone, size, batch):
     """Build, trace, then answer each line on stdin (a step count) with the seconds of each step."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    import numpy as np
 
     from affect_zoo.backbones import imagenet_packages
     from affect_zoo.models import multitask
@@ -43,10 +44,8 @@ def child(backbone, size, batch):
     network = multitask.build("afi", backbone, tasks, (size, size, 3), head_norm="batch", **options)
     model = MultiTaskModel(network, tasks=tasks)
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    y = {"va": rng.uniform(1, 9, (batch, 2)).astype("float32"),
-         "emotion": rng.dirichlet(np.ones(7), batch).astype("float32")}
+    x, va, emotion = random_batch(batch, size)
+    y = {"va": va, "emotion": emotion}
     start = time.perf_counter()
     for _ in range(2):
         model.train_on_batch(x, y)
@@ -59,13 +58,6 @@ def child(backbone, size, batch):
             model.train_on_batch(x, y)
             times.append(time.perf_counter() - start)
         print(json.dumps({"times": times}), flush=True)
-
-
-def peak_rss_mb(pid):
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():
