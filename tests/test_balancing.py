@@ -194,3 +194,21 @@ def test_surgery_balancers_are_registered_and_round_trip_their_options():
         assert type(copy) is cls and all(copy.get_config()[k] == v for k, v in options.items())
     with pytest.raises(ValueError, match="c must be >= 0"):
         balancing.CAGrad(c=-1)
+
+
+def test_a_recipe_names_a_gradient_balancer_and_its_options():
+    import keras
+
+    from affect_zoo import zoo
+    from affect_zoo.models import shared
+
+    inputs = keras.Input((3,))
+    h = keras.layers.Dense(4, name="trunk")(inputs)
+    network = shared.declare(keras.Model(inputs, {t.name: t.head(h) for t in TASKS}), ["trunk"], ["trunk"])
+    recipe = {"name": "r", "tasks": [t.get_config() for t in TASKS],
+              "training": {"balancer": {"name": "pcgrad", "seed": 5}}}
+    model = zoo.multitask_model(recipe, network)
+    assert isinstance(model.balancer, balancing.PCGrad) and model.balancer.seed == 5
+    assert [v.path for v in model.balancer_variables()] == ["trunk/kernel", "trunk/bias"]
+    with pytest.raises(ValueError, match="cc"):
+        zoo.multitask_model({**recipe, "training": {"balancer": {"name": "cagrad", "cc": 1}}}, network)

@@ -43,7 +43,7 @@ class GradNorm(Balancer):
         own = self.trainable_variables
         with tf.GradientTape() as aux_tape:
             auxiliary = self.auxiliary_loss(tf.stack(task_losses), norms)
-        extra = dict(zip((id(v) for v in own), aux_tape.gradient(auxiliary, own)))
+        extra = dict(zip((id(v) for v in own), aux_tape.gradient(auxiliary, own, unconnected_gradients="zero")))
         gradients = tape.gradient(objective, variables)
         return [extra.get(id(v), g) if g is None else g for v, g in zip(variables, gradients)]
 
