@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from affect_zoo import balancing, files
+from affect_zoo.models import shared as shared_parameters
 from affect_zoo.tasks import as_tasks
 
 
@@ -22,18 +23,20 @@ from affect_zoo.tasks import as_tasks
 class MultiTaskModel(keras.Model):
     """Wraps a network whose outputs are a dict keyed by task name and trains all tasks at once.
 
-    Each step computes every task's loss (mean over the replica's batch of per-sample values), combines them with
-    a balancer (``affect_zoo.balancing``), divides by ``num_replicas_in_sync`` once (the optimizer sums gradients
-    over replicas, so the update is that of the global-batch mean) and applies the update. Targets are a dict keyed by
-    task name; a task missing from a batch's targets is skipped (loss 0) so partially labelled data can train.
+    Each step computes every task's loss (mean over the replica's batch of per-sample values), asks the balancer
+    (``affect_zoo.balancing``) for the gradients, divides them by ``num_replicas_in_sync`` once (the optimizer sums
+    gradients over replicas, so the update is that of the global-batch mean) and applies them. Targets are a dict
+    keyed by task name; a task missing from a batch's targets is skipped (loss 0) so partially labelled data can
+    train.
 
-    ``shared_layer`` names the last layer all tasks share (needed by GradNorm; ``"auto"`` takes the last layer
-    whose name starts with ``interaction`` or ``shared``). Logs per step: ``loss``, ``<task>_loss``, each task's
-    metrics, ``weight_<task>`` (the balancer's weights) and the statistics of layers that report them (AFI:
-    ``<site>_grad_ratio``, ``<site>_w_self``).
+    The shared parameters the gradient balancers need (GradNorm's W, PCGrad/MGDA/CAGrad's shared variables) are
+    the network's declaration (``affect_zoo.models.shared``; the zoo's builders make one) when ``shared_layer`` is
+    ``"auto"``; a layer name or list of names overrides it (their variables are shared, W is the kernel of the last
+    of them). Logs per step: ``loss``, ``<task>_loss``, each task's metrics, ``weight_<task>`` (the balancer's
+    weights) and the statistics of layers that report them (AFI: ``<site>_grad_ratio``, ``<site>_w_self``).
     """
 
-    def __init__(self, network, *, tasks, balancer="fixed", shared_layer="auto", **kwargs):
+    def __init__(self, network, *, tasks, balancer="fixed", shared_layer="auto", shared=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.tasks = as_tasks(tasks)
@@ -46,6 +49,13 @@ class MultiTaskModel(keras.Model):
         self.balancer = balancing.get(balancer)
         self.balancer.configure(self.tasks)
         self.shared_layer = shared_layer
+        if shared_layer != "auto":
+            self.shared = shared_parameters.from_layer_names(network, shared_layer)
+        elif isinstance(shared, dict):
+            self.shared = shared_parameters.SharedParameters.from_config(shared)
+        else:
+            self.shared = shared or shared_parameters.declared(network)
+        self.balancer_variables()  # a balancer the network cannot serve fails here, not in the first step
         self._loss_objects = {t.name: t.loss_object() for t in self.tasks}
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
@@ -72,20 +82,35 @@ class MultiTaskModel(keras.Model):
         return [self.loss_tracker, *self.task_loss_trackers, *(m for ms in self.task_metrics for m in ms)]
 
     def shared_variables(self):
-        """Trainable variables of the last shared layer (GradNorm's W)."""
-        name = self.shared_layer
-        layers = list(_walk_layers(self.network))
-        if name == "auto":
-            shared = [layer for layer in layers if layer.name.startswith(("interaction", "shared"))
-                      and layer.trainable_weights]
-            if not shared:
-                raise ValueError("no shared layer found (names starting 'interaction' or 'shared'); pass "
-                                 "shared_layer=<layer name> or use a balancer that needs none")
-            return shared[-1].trainable_variables
-        for layer in layers:
-            if layer.name == name:
-                return layer.trainable_variables
-        raise ValueError(f"shared_layer {name!r} is not a layer of the network")
+        """Every trainable variable the network declares shared (more than one task's gradient reaches it)."""
+        return shared_parameters.shared_variables(self.network, self._declaration("shared variables"))
+
+    def last_shared_kernels(self):
+        """GradNorm's W: the kernel(s) of the last shared convolution."""
+        spec = self._declaration("last shared convolution")
+        if not spec.last_conv:
+            raise ValueError(f"{type(self.balancer).__name__} needs the last shared convolution of network "
+                             f"{self.network.name!r}; it has none ({spec.reason or 'none declared'}). Use a balancer "
+                             "that needs none (fixed, uncertainty, dwa) or pass shared_layer=<layer name>")
+        return shared_parameters.last_conv_kernels(self.network, spec)
+
+    def balancer_variables(self):
+        """The variables the balancer's ``shared_role`` asks for."""
+        role = self.balancer.shared_role
+        if role is None:
+            return []
+        variables = self.last_shared_kernels() if role == "last_conv" else self.shared_variables()
+        if not variables:
+            raise ValueError(f"{type(self.balancer).__name__} needs shared parameters; network "
+                             f"{self.network.name!r} shares none ({self.shared.reason or 'none declared'})")
+        return variables
+
+    def _declaration(self, what):
+        if self.shared is None:
+            raise ValueError(f"{type(self.balancer).__name__} needs the {what} of network {self.network.name!r}, "
+                             "which declares none: build it with affect_zoo.models (or "
+                             "affect_zoo.models.shared.declare) or pass shared_layer=<layer name(s)>")
+        return self.shared
 
     def _task_losses(self, y, predictions, sample_weight):
         if not isinstance(y, dict):
@@ -120,10 +145,10 @@ class MultiTaskModel(keras.Model):
                 metric.update_state(y[task.name], predictions[task.name], sample_weight=weight)
 
     def _site_stats(self):
-        """Statistics of the layers that report them (AFI sites), read now: GradNorm's extra backward passes
-        would overwrite the values the main backward pass recorded."""
+        """Statistics of the layers that report them (AFI sites), from the objective's backward pass (every
+        balancer takes its per-task passes before it)."""
         stats = {}
-        for layer in _walk_layers(self.network):
+        for layer in shared_parameters.walk_layers(self.network):
             if hasattr(layer, "training_stats"):
                 stats.update({f"{layer.name}_{k}": tf.identity(v) for k, v in layer.training_stats().items()})
         return stats
@@ -142,28 +167,20 @@ class MultiTaskModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        needs_norms = self.balancer.needs_task_gradient_norms
-        with tf.GradientTape(persistent=needs_norms) as tape:
+        with tf.GradientTape(persistent=self.balancer.needs_task_gradients) as tape:
             predictions = self(x, training=True)
             per_task = self._task_losses(y, predictions, sample_weight)
             task_losses = tf.stack(per_task)
+            regularization = tf.add_n(self.losses) if self.losses else None
             total = self.balancer.combine(task_losses)
-            if self.losses:
-                total = total + tf.add_n(self.losses)
-            objective = total / replicas
+            if regularization is not None:
+                total = total + regularization
         variables = self.trainable_variables
-        gradients = tape.gradient(objective, variables)
+        gradients = self.balancer.gradients(tape, total, per_task, variables, self.balancer_variables(),
+                                            regularization)
+        del tape
         site_stats = self._site_stats()
-        if needs_norms:
-            shared = self.shared_variables()
-            norms = tf.stack([tf.linalg.global_norm(tape.gradient(loss, shared)) for loss in per_task])
-            own = self.balancer.trainable_variables
-            with tf.GradientTape() as aux_tape:
-                auxiliary = self.balancer.auxiliary_loss(task_losses, norms) / replicas
-            extra = dict(zip((id(v) for v in own), aux_tape.gradient(auxiliary, own)))
-            gradients = [extra.get(id(v), g) if g is None else g for v, g in zip(variables, gradients)]
-            del tape
-        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        pairs = [(_divided(g, replicas), v) for g, v in zip(gradients, variables) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         self.balancer.after_update()
         self._update_metrics(y, predictions, sample_weight, task_losses, total)
@@ -206,6 +223,7 @@ class MultiTaskModel(keras.Model):
             "tasks": [t.get_config() for t in self.tasks],
             "balancer": keras.saving.serialize_keras_object(self.balancer),
             "shared_layer": self.shared_layer,
+            "shared": self.shared.get_config() if self.shared is not None else None,
         }
 
     @classmethod
@@ -231,17 +249,19 @@ def _in_multi_worker_mode():
     return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
 
+def _divided(gradient, replicas):
+    """gradient / replicas, keeping a sliced (embedding) gradient sliced."""
+    if replicas == 1:
+        return gradient
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values / replicas, gradient.indices, gradient.dense_shape)
+    return gradient / replicas
+
+
 def _output_names(network):
     if isinstance(network.output, dict):
         return list(network.output)
     return list(getattr(network, "output_names", []) or [])
-
-
-def _walk_layers(layer):
-    """Every layer below ``layer`` (nested models included), depth first, in build order."""
-    for sub in getattr(layer, "layers", []):
-        yield sub
-        yield from _walk_layers(sub)
 
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")

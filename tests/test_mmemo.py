@@ -233,3 +233,15 @@ def test_text_shorter_than_the_widest_window_is_padded_to_it(tmp_path):
     path = tmp_path / "short.keras"
     net.save(path)
     np.testing.assert_allclose(keras.saving.load_model(path)(x)["p_text"], out["p_text"], rtol=1e-5)
+
+
+def test_encoders_are_declared_shared_and_gradnorm_is_refused():
+    """Every encoder variable is shared (each feeds four classifiers); no classifier variable is."""
+    model = MultiTaskModel(built(), tasks=mmemo.tasks(K), balancer="mgda")
+    paths = {v.path for v in model.shared_variables()}
+    classifiers = tuple(f"{prefix}/" for name in mmemo.OUTPUT_NAMES
+                        for prefix in (name, f"{name[2:]}_fc1", f"{name[2:]}_fc2"))
+    expected = {v.path for v in built().trainable_variables if not v.path.startswith(classifiers)}
+    assert paths == expected and any(p.startswith("image_") for p in paths) and "text_fc/kernel" in paths
+    with pytest.raises(ValueError, match="no convolution receives every task's gradient"):
+        MultiTaskModel(built(), tasks=mmemo.tasks(K), balancer="gradnorm")

@@ -154,3 +154,35 @@ def test_afi_trains_logs_site_statistics_and_round_trips(tmp_path):
     for name, value in model.predict(x, verbose=0).items():
         np.testing.assert_allclose(loaded.predict(x, verbose=0)[name], value, atol=1e-5)
     assert loaded.network.get_layer("interaction_2").recalibrate
+
+
+def test_gradnorm_w_is_the_last_shared_conv_kernel():
+    """GradNorm's W (Chen et al. 2018: "the last shared layer of weights") is a conv kernel, never a BatchNorm's
+    gamma/beta or a mixing module's weights. By hand from Keras' MobileNetV2: its last conv is ``Conv_1`` (the
+    1×1 conv to 1280·α channels, before ``Conv_1_bn``), and stage 2 (ending at ``block_5_add``) ends with the
+    ``block_5_project`` conv."""
+    hard = MultiTaskModel(built("hard_share"), tasks=TASKS, balancer="gradnorm")
+    assert [v.path for v in hard.balancer_variables()] == ["shared_Conv_1/kernel"]
+    trunk = [v.path for v in built("hard_share").trainable_variables if v.path.startswith("shared_")]
+    assert sorted(v.path for v in hard.shared_variables()) == sorted(trunk)
+    # AFI mixes the branches after every stage: each branch's last conv feeds both tasks, so W is the pair
+    afi = MultiTaskModel(built("afi"), tasks=TASKS, balancer="gradnorm")
+    assert [v.path for v in afi.balancer_variables()] == ["a_Conv_1/kernel", "e_Conv_1/kernel"]
+    heads = ("va_linear/", "emotion_circle_head/")
+    assert sorted(v.path for v in afi.shared_variables()) == sorted(
+        v.path for v in built("afi").trainable_variables if not v.path.startswith(heads))
+    # only the stages up to the last interaction site are shared
+    shallow = MultiTaskModel(build("afi", stages="shallow"), tasks=TASKS, balancer="pcgrad")
+    paths = {v.path for v in shallow.shared_variables()}
+    assert {"a_block_5_project/kernel", "e_block_5_project/kernel", "interaction_2/avg_kernel"} <= paths
+    assert not {"a_block_6_project/kernel", "a_Conv_1/kernel"} & paths
+    assert [v.path for v in shallow.last_shared_kernels()] == ["a_block_5_project/kernel",
+                                                               "e_block_5_project/kernel"]
+
+
+def test_balancers_that_need_sharing_refuse_single_with_a_clear_error():
+    with pytest.raises(ValueError, match="GradNorm needs the last shared convolution .* no convolution receives"):
+        MultiTaskModel(built("single"), tasks=TASKS, balancer="gradnorm")
+    with pytest.raises(ValueError, match="PCGrad needs shared parameters; .* no parameter receives two tasks"):
+        MultiTaskModel(built("single"), tasks=TASKS, balancer="pcgrad")
+    MultiTaskModel(built("single"), tasks=TASKS, balancer="uncertainty")  # weighting balancers need none

@@ -1,10 +1,18 @@
-"""The one base every loss balancer derives from.
+"""The one base every balancer derives from: it owns the backward pass of a multi-task step.
 
-A balancer turns the per-task losses of a step into the scalar the trainer differentiates. It is a Keras layer so
-that its state (learnt log-variances, GradNorm weights, DWA's loss history) is tracked, checkpointed and saved with
-the model. Subclasses only say how the weights come about; the trainer calls the hooks below in this order:
-``combine`` inside the gradient tape, ``auxiliary_loss`` (only when ``needs_task_gradient_norms``), ``after_update``
-after the optimizer step, ``end_epoch`` from a callback with the epoch's mean task losses.
+A balancer turns the per-task losses of a step into the gradients the optimizer applies (LibMTL's weighting
+habit). It is a Keras layer so that its state (learnt log-variances, GradNorm weights, DWA's loss history) is
+tracked, checkpointed and saved with the model. The trainer calls, in this order: ``combine`` inside the gradient
+tape (the scalar it logs as ``loss``), ``gradients`` after it (one gradient per trainable variable), then applies
+them, then ``after_update``; ``end_epoch`` comes from a callback with the epoch's mean task losses.
+
+Loss-weighting methods (fixed, Uncertainty, DWA) only override ``task_weights``/``combine``: the base's
+``gradients`` differentiates the combined objective. GradNorm and the gradient-surgery methods (PCGrad, MGDA,
+CAGrad; ``affect_zoo.balancing.surgery``) override ``gradients`` and say which variables they need through
+``shared_role``; the network declares them (``affect_zoo.models.shared``). Every balancer takes its extra
+per-task backward passes before the pass of the objective, so layers that record statistics in their backward
+pass (AFI) report those of the objective's pass. ``gradients`` is per replica: the trainer divides what it returns
+by ``num_replicas_in_sync`` once, and the optimizer sums over replicas.
 """
 import keras
 import tensorflow as tf
@@ -15,8 +23,11 @@ KINDS_WITH_GAUSSIAN_LIKELIHOOD = ("regression",)
 class Balancer(keras.layers.Layer):
     """Base class: fixed unit weights; subclasses override the hooks they need."""
 
-    #: True when the balancer needs ‖∇_W L_k‖ on the last shared layer W (GradNorm).
-    needs_task_gradient_norms = False
+    #: True when ``gradients`` differentiates each task loss on its own (the tape must be persistent).
+    needs_task_gradients = False
+    #: The variables ``gradients`` takes as ``shared``: None (none), "shared" (every variable the network declares
+    #: shared) or "last_conv" (GradNorm's W, the last shared conv's kernel).
+    shared_role = None
 
     def __init__(self, num_tasks=None, task_kinds=None, **kwargs):
         super().__init__(**kwargs)
@@ -46,12 +57,18 @@ class Balancer(keras.layers.Layer):
         return tf.ones([self.num_tasks])
 
     def combine(self, losses):
-        """Scalar objective from the (K,) vector of task losses; differentiated by the trainer."""
+        """Scalar objective from the (K,) vector of task losses, computed inside the trainer's tape."""
         return tf.reduce_sum(tf.stop_gradient(self.task_weights()) * losses)
 
-    def auxiliary_loss(self, losses, grad_norms):
-        """Objective for the balancer's own variables, from ‖∇_W L_k‖ (only if needs_task_gradient_norms)."""
-        raise NotImplementedError(f"{type(self).__name__} does not use task gradient norms")
+    def gradients(self, tape, objective, task_losses, variables, shared=(), regularization=None):
+        """One gradient (or None) per variable of ``variables``: what the optimizer applies on this replica.
+
+        ``tape`` recorded ``objective`` (``combine`` of the losses plus ``regularization``, the model's
+        ``losses``), each scalar of the list ``task_losses`` and ``regularization`` (None when the model has no
+        extra losses); it is persistent when ``needs_task_gradients``. ``shared``: the variables ``shared_role``
+        asks for. Base: the gradient of the objective.
+        """
+        return tape.gradient(objective, variables)
 
     def after_update(self):
         """Runs after the optimizer step (e.g. renormalising weights)."""

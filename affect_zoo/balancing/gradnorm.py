@@ -12,12 +12,15 @@ class GradNorm(Balancer):
     L̃_k = L_k(t)/L_k(0). The target Ḡ·r_k^α is a constant, the task losses give w no gradient, and after each
     optimizer step the weights are renormalised to sum to K (the paper's protocol).
 
-    L_k(0) is the loss of the first training step (kept in a variable, so a resumed run keeps it). Under a
-    distribution strategy each replica computes G_k on its own shard; the auxiliary gradients are summed like any
-    other and the renormalised weights are identical on every replica (first replica's copy wins).
+    W is the kernel of the last shared convolution, as the network declares it (``affect_zoo.models.shared``;
+    for a two-branch network one kernel per branch, G_k their joint norm). L_k(0) is the loss of the first
+    training step (kept in a variable, so a resumed run keeps it). Under a distribution strategy each replica
+    computes G_k on its own shard; the auxiliary gradients are summed like any other and the renormalised weights
+    are identical on every replica (first replica's copy wins).
     """
 
-    needs_task_gradient_norms = True
+    needs_task_gradients = True
+    shared_role = "last_conv"
 
     def __init__(self, alpha=1.5, **kwargs):
         super().__init__(**kwargs)
@@ -32,6 +35,17 @@ class GradNorm(Balancer):
 
     def task_weights(self):
         return tf.convert_to_tensor(self.weights_var)
+
+    def gradients(self, tape, objective, task_losses, variables, shared=(), regularization=None):
+        """∇ objective for the network; ∇ L_grad (``auxiliary_loss``) for the task weights."""
+        norms = tf.stack([tf.linalg.global_norm(tape.gradient(loss, shared, unconnected_gradients="zero"))
+                          for loss in task_losses])
+        own = self.trainable_variables
+        with tf.GradientTape() as aux_tape:
+            auxiliary = self.auxiliary_loss(tf.stack(task_losses), norms)
+        extra = dict(zip((id(v) for v in own), aux_tape.gradient(auxiliary, own, unconnected_gradients="zero")))
+        gradients = tape.gradient(objective, variables)
+        return [extra.get(id(v), g) if g is None else g for v, g in zip(variables, gradients)]
 
     def auxiliary_loss(self, losses, grad_norms):
         losses = tf.stop_gradient(losses)

@@ -3,7 +3,7 @@
 ``build_network(family, ...)`` is the one entry point recipes use: a family maps the recipe's ``model`` section
 to its builder.
 """
-from affect_zoo.models import mmemo, multitask, semdep
+from affect_zoo.models import mmemo, multitask, semdep, shared
 from affect_zoo.models.multitask import ARCHITECTURES, copy_weights_by_name
 
 #: mmemo's vocabulary sizes come from its dataset; these are used only to build the architecture without one
@@ -39,4 +39,5 @@ def build_network(family, *, backbone, tasks, input_shape, weights=None, archite
     return FAMILIES[family](backbone=backbone, tasks=tasks, input_shape=input_shape, weights=weights, **options)
 
 
-__all__ = ["mmemo", "multitask", "semdep", "ARCHITECTURES", "FAMILIES", "build_network", "copy_weights_by_name"]
+__all__ = ["mmemo", "multitask", "semdep", "shared", "ARCHITECTURES", "FAMILIES", "build_network",
+           "copy_weights_by_name"]

@@ -38,7 +38,9 @@ masks. MultiTaskModel gives each task mean_i(w_ik·CE_ik) and the fixed balancer
 loss is (1/B)·Σ_i Σ_k w_ik·CE_ik: a dropped term contributes exactly 0 to the loss and its gradient (no custom
 train_step needed). The ``prediction``/``answered_by`` outputs are not tasks and take no loss. Note that absent
 images still pass through the image backbone: with BatchNormalization in training mode, their black pixels take
-part in the batch statistics (as padding does in any batch); the loss terms are exact regardless.
+part in the batch statistics (as padding does in any batch); the loss terms are exact regardless. The encoders
+are declared shared (``affect_zoo.models.shared``; each feeds four of the seven classifiers), so the gradient
+balancers PCGrad, MGDA and CAGrad apply; GradNorm does not (no convolution reaches all seven).
 """
 import itertools
 
@@ -47,6 +49,7 @@ import numpy as np
 from keras import ops
 
 from affect_zoo import backbones
+from affect_zoo.models import shared
 from affect_zoo.tasks import Task
 
 MODALITIES = ("image", "text", "tags")
@@ -179,7 +182,8 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
         **{PRESENT[m]: keras.Input(shape=(), dtype="float32", name=PRESENT[m]) for m in MODALITIES},
     }
     x = backbones.Preprocessing(backbone, name="image_preprocessing")(inputs["image"])
-    x = backbones.build_stages(backbone, input_shape, weights, name_prefix="image_", alpha=alpha)(x)
+    image_stages = backbones.build_stages(backbone, input_shape, weights, name_prefix="image_", alpha=alpha)
+    x = image_stages(x)
     x = keras.layers.GlobalAveragePooling2D(name="image_pool")(x)
     features = {"image": keras.layers.Dense(feature_dim, activation="relu", name="image_fc")(x)}
 
@@ -217,6 +221,10 @@ def build(backbone, num_classes, input_shape=(224, 224, 3), *, text_vocab_size, 
         [outputs[n] for n in OUTPUT_NAMES] + [inputs[PRESENT[m]] for m in MODALITIES])
     outputs.update(selected)
     model = keras.Model(inputs, outputs, name=name or f"mmemo_{backbone}")
+    encoders = [stage.name for stage in image_stages] + ["image_fc", "text_embedding"] + [
+        f"text_conv{h}" for h in text_kernel_sizes] + ["text_fc", "tags_embedding", "tags_conv"]
+    shared.declare(model, encoders, (), "mmemo: each encoder feeds four of the seven classifiers, so no "
+                   "convolution receives every task's gradient")
     if text_embeddings is not None:
         matrix = np.asarray(text_embeddings, dtype="float32")
         if matrix.shape != (text_vocab_size, text_embedding_dim):

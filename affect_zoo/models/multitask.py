@@ -9,12 +9,27 @@
 
 Every network takes ``images`` (RGB, 0–255, float) and normalises them inside, as its backbone expects; it outputs
 a dict keyed by task name. Interaction layers are named ``interaction_<stage>`` (1-based), the hard-share trunk
-``shared_…``: MultiTaskModel's ``shared_layer="auto"`` finds GradNorm's last shared layer by those names.
+``shared_…``.
+
+Each network declares its shared parameters (``affect_zoo.models.shared``), the variables more than one task's
+loss reaches, and GradNorm's W, the kernel of the last convolution every task's gradient reaches:
+
+- ``hard_share``: the whole trunk (and ``shared_head_norm``); W = the trunk's last conv kernel;
+- ``afi`` / ``cross_stitch`` / ``nddr``: the interaction modules and both branches' stages up to the last
+  interaction site (the mixing makes each of them feed both tasks; the stages after it are task-specific);
+  W = the last conv kernel of each branch in that stage (G_k is the norm over both), never the mixing module's
+  own weights;
+- ``single``: a branch's stages are shared when it carries two or more tasks. With tasks on both branches no
+  conv reaches every task, so GradNorm refuses the network (a clear error at ``MultiTaskModel``), and with one
+  task per branch nothing is shared: PCGrad, MGDA and CAGrad refuse it too.
 """
+import collections
+
 import keras
 
 from affect_zoo import backbones
 from affect_zoo.layers import NDDR, AdaptiveFeatureInteraction, CrossStitch
+from affect_zoo.models import shared
 from affect_zoo.tasks import as_tasks
 
 ARCHITECTURES = ("afi", "single", "hard_share", "cross_stitch", "nddr")
@@ -84,7 +99,9 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
             out = stage(out)
         features = {0: _pool(out, dropout, "shared", head_norm, synchronized_bn), 1: None}
         features[1] = features[0]
-        return _with_heads(images, tasks, features, head_name)
+        trunk_layers = [stage.name for stage in trunk] + (["shared_head_norm"] if head_norm else [])
+        return shared.declare(_with_heads(images, tasks, features, head_name), trunk_layers,
+                              [shared.last_conv(trunk)])
     made = {b: _truncated(backbones.build_stages(backbone, input_shape, weights, name_prefix=f"{'ae'[b]}_",
                                                  alpha=alpha), depth) for b in branches}
     sites = set(interaction_sites(len(made[branches[0]]), stages)) if architecture != "single" else set()
@@ -96,7 +113,26 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
                                  temperature, synchronized_bn)
             outs[0], outs[1] = layer([outs[0], outs[1]])
     features = {b: _pool(outs[b], dropout, "ae"[b], head_norm, synchronized_bn) for b in branches}
-    return _with_heads(images, tasks, features, head_name)
+    network = _with_heads(images, tasks, features, head_name)
+    if sites:
+        last = max(sites)
+        return shared.declare(network, [made[b][i].name for i in range(last) for b in branches]
+                              + [f"interaction_{s}" for s in sorted(sites)],
+                              [shared.last_conv([made[b][last - 1]]) for b in branches])
+    return _declare_single(network, tasks, made, head_norm)
+
+
+def _declare_single(network, tasks, made, head_norm):
+    """``single``: a branch is a shared trunk for the tasks on it when it carries two or more."""
+    counts = collections.Counter(t.branch for t in tasks)
+    carried = [b for b in sorted(counts) if counts[b] >= 2]
+    layers = [layer for b in carried
+              for layer in [stage.name for stage in made[b]] + ([f"{'ae'[b]}_head_norm"] if head_norm else [])]
+    if carried and len(counts) == 1:
+        return shared.declare(network, layers, [shared.last_conv(made[carried[0]])])
+    reason = ("architecture 'single' trains each branch on its own tasks: no convolution receives every task's "
+              "gradient" + ("" if carried else ", and no parameter receives two tasks' gradients"))
+    return shared.declare(network, layers, (), reason)
 
 
 def _truncated(staged, depth):

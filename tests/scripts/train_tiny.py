@@ -1,6 +1,6 @@
 """Trains a tiny two-task model; run as a subprocess by the distribution and resume tests.
 
-usage: train_tiny.py MODE OUT [--epochs N] [--run-dir D] [--kill-at EPOCH]
+usage: train_tiny.py MODE OUT [--epochs N] [--run-dir D] [--kill-at EPOCH] [--balancer NAME]
 MODE: single | mirrored-compare | worker. Writes the final weights to OUT (npz) and, with --run-dir, the epochs
 it ran to OUT + ".epochs".
 """
@@ -15,6 +15,7 @@ parser.add_argument("out")
 parser.add_argument("--epochs", type=int, default=1)
 parser.add_argument("--run-dir")
 parser.add_argument("--kill-at", type=int)
+parser.add_argument("--balancer", default="uncertainty")
 args = parser.parse_args()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,13 +42,13 @@ def data():
     return x, {"emotion": d, "va": va}
 
 
-def build(balancer="uncertainty"):
+def build(balancer):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, activation="relu", name="shared_conv")(inputs)
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = MultiTaskModel(keras.Model(inputs, {t.name: t.head(h) for t in TASKS}), tasks=TASKS,
-                           balancer=balancer)
+                           balancer=balancer, shared_layer="shared_conv")
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     return model
 
@@ -59,7 +60,7 @@ def dataset(global_batch):
 
 def fit(strategy, epochs, callbacks=()):
     with strategy.scope():
-        model = build()
+        model = build(args.balancer)
     model.fit(dataset(8), epochs=epochs, verbose=0, shuffle=False, callbacks=list(callbacks))
     return model
 
