@@ -1,4 +1,5 @@
 """Shared fixtures. Tests run on CPU with small inputs; real data lives in ../shared/data."""
+import contextlib
 import os
 import pathlib
 
@@ -72,3 +73,21 @@ def emotion6_real_data_dir(tmp_path_factory):
     if not (SHARED_DATA / "emotion6").is_dir():
         pytest.skip(f"real Emotion6 not found at {SHARED_DATA / 'emotion6'}")
     return _built(tmp_path_factory, "emotion6", SHARED_DATA / "emotion6")
+
+
+@contextlib.contextmanager
+def scratch_zoo(tmp_path_factory, recipe):
+    """A zoo whose recipes/ holds only ``recipe`` and whose saved_models/ starts empty (the registry reset), for
+    tests that train an entry and load it back."""
+    import yaml
+
+    from affect_zoo import recipes, zoo
+
+    root = tmp_path_factory.mktemp(recipe["name"])
+    (root / "recipes").mkdir()
+    (root / "recipes" / f"{recipe['name']}.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
+        patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
+        patch.setattr(zoo, "_REGISTRY", {})
+        yield root

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import scratch_zoo
 
 import affect_zoo
 from affect_zoo import experiments, metrics, recipes, zoo
@@ -25,17 +26,10 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, emotion6_dummy_data_dir):
-    root = tmp_path_factory.mktemp("zoo")
-    (root / "recipes").mkdir()
-    (root / "recipes" / "tiny_e6.yaml").write_text(yaml.safe_dump(RECIPE))
-    patch = pytest.MonkeyPatch()
-    patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
-    patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
-    patch.setattr(zoo, "_REGISTRY", {})
-    card = experiments.train("tiny_e6", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
-                             output_dir=root / "saved_models", verbose=0)
-    yield root, card, emotion6_dummy_data_dir
-    patch.undo()
+    with scratch_zoo(tmp_path_factory, RECIPE) as root:
+        card = experiments.train("tiny_e6", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
+                                 output_dir=root / "saved_models", verbose=0)
+        yield root, card, emotion6_dummy_data_dir
 
 
 def test_training_writes_verified_weights_and_a_card_with_measured_metrics(trained):

@@ -6,10 +6,10 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import yaml
+from conftest import scratch_zoo
 
 import affect_zoo
-from affect_zoo import experiments, recipes, zoo
+from affect_zoo import experiments, recipes
 
 RECIPE = {
     "name": "tiny_seeds",
@@ -26,17 +26,10 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, emotion6_dummy_data_dir):
-    root = tmp_path_factory.mktemp("seeds")
-    (root / "recipes").mkdir()
-    (root / "recipes" / "tiny_seeds.yaml").write_text(yaml.safe_dump(RECIPE))
-    patch = pytest.MonkeyPatch()
-    patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
-    patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
-    patch.setattr(zoo, "_REGISTRY", {})
-    card = experiments.train("tiny_seeds", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
-                             output_dir=root / "saved_models", verbose=0)
-    yield root, card, str(emotion6_dummy_data_dir)
-    patch.undo()
+    with scratch_zoo(tmp_path_factory, RECIPE) as root:
+        card = experiments.train("tiny_seeds", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
+                                 output_dir=root / "saved_models", verbose=0)
+        yield root, card, str(emotion6_dummy_data_dir)
 
 
 def test_each_seed_selects_its_best_validation_epoch(trained):
