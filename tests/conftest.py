@@ -75,10 +75,16 @@ def emotion6_real_data_dir(tmp_path_factory):
     return _built(tmp_path_factory, "emotion6", SHARED_DATA / "emotion6")
 
 
+@pytest.fixture(scope="session")
+def scratch_zoo():
+    """``with scratch_zoo(tmp_path_factory, recipe) as root``: a zoo whose recipes/ holds only ``recipe`` and
+    whose saved_models/ starts empty (the registry reset), for tests that train an entry and load it back. A
+    fixture, not an import: ``conftest`` names two modules in this repository (tests/ and tfds_builders/)."""
+    return _scratch_zoo
+
+
 @contextlib.contextmanager
-def scratch_zoo(tmp_path_factory, recipe):
-    """A zoo whose recipes/ holds only ``recipe`` and whose saved_models/ starts empty (the registry reset), for
-    tests that train an entry and load it back."""
+def _scratch_zoo(tmp_path_factory, recipe):
     import yaml
 
     from affect_zoo import recipes, zoo

@@ -6,7 +6,6 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import scratch_zoo
 
 import affect_zoo
 from affect_zoo import experiments, recipes
@@ -25,7 +24,7 @@ RECIPE = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, emotion6_dummy_data_dir):
+def trained(tmp_path_factory, emotion6_dummy_data_dir, scratch_zoo):
     with scratch_zoo(tmp_path_factory, RECIPE) as root:
         card = experiments.train("tiny_seeds", run_dir=root / "run", data_dir=str(emotion6_dummy_data_dir),
                                  output_dir=root / "saved_models", verbose=0)
