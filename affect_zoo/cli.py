@@ -143,12 +143,22 @@ def cmd_serve_config(args):
 
 
 def _print_metrics(measured, baselines):
-    """One line per split and task; baselines' lines are labelled ``<baseline>:<split>``."""
-    rows = [(split, by_split) for split, by_split in measured.items()]
+    """One line per split and task; baselines' lines are labelled ``<baseline>:<split>``. A multi-seed card's
+    ``<split>_over_seeds`` prints as the mean ± sd over its seeds."""
+    rows = []
+    for split, by_split in measured.items():
+        if "per_seed" in by_split:
+            seeds = ", ".join(map(str, by_split["seeds"]))
+            rows.append((f"{split.removesuffix('_over_seeds')} (mean ± sd, seeds {seeds})",
+                         {task: {k: f"{v:.4f} ± {by_split['sd'][task][k]:.4f}" for k, v in values.items()}
+                          for task, values in by_split["mean"].items()}))
+        else:
+            rows.append((split, by_split))
     rows += [(f"{name}:{split}", by_split) for name, splits in baselines.items() for split, by_split in splits.items()]
     for label, per_task in rows:
         for task, values in per_task.items():
-            print(f"{label:10s} {task:16s} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+            cells = (f"{k}={v}" if isinstance(v, str) else f"{k}={v:.4f}" for k, v in values.items())
+            print(f"{label:10s} {task:16s} " + " ".join(cells))
 
 
 def parser():

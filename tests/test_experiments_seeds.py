@@ -172,3 +172,17 @@ def test_paired_comparison_by_hand():
     assert r["a_better"] == 2 and r["mean_difference"] == pytest.approx(0.02 / 3)
     with pytest.raises(ValueError, match="test_over_seeds"):
         experiments.paired_comparison(a, {"name": "c", "metrics": {"test": {}}}, "emotion", "kl")
+
+
+def test_cli_prints_a_multi_seed_card(trained, capsys):
+    from affect_zoo import cli
+
+    _, card, _ = trained
+    cli._print_metrics(card["metrics"], card["baselines"])
+    lines = capsys.readouterr().out.splitlines()
+    mean = card["metrics"]["test_over_seeds"]["mean"]["emotion"]["kl"]
+    sd = card["metrics"]["test_over_seeds"]["sd"]["emotion"]["kl"]
+    assert any(line.startswith("test (mean ± sd, seeds 3, 5)") and f"kl={mean:.4f} ± {sd:.4f}" in line
+               for line in lines)
+    assert any(line.startswith("validation ") for line in lines) and any(line.startswith("train_mean:test")
+                                                                        for line in lines)
