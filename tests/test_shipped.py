@@ -14,9 +14,10 @@ import tensorflow as tf
 from conftest import REPO
 
 import affect_zoo
-from affect_zoo import data, experiments, export, recipes, zoo
+from affect_zoo import data, experiments, export, metrics, recipes, zoo
 
 SHIPPED = [f"{method}_vgg16_emotion6" for method in ("afi", "single", "hard_share", "cross_stitch", "nddr", "circle")]
+SHIPPED += ["afi_efficientnet_lite0_emotion6"]
 JOY = "emotion6/images/joy/1.jpg"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 MB = 1024 * 1024
@@ -50,7 +51,9 @@ def test_every_entry_trained_here_is_listed_with_verified_weights_within_budget(
         assert card["weights"]["sha256"] == zoo.sha256(weights)
         assert weights.stat().st_size <= 30 * MB
         produced = card["produced"]
-        assert re.fullmatch(r"[0-9a-f]{40}", produced["commit"]) and 0 < produced["wall_time_s"] <= 3600
+        runs = [seed["wall_time_s"] for seed in produced.get("seeds", {}).values()] or [produced["wall_time_s"]]
+        assert re.fullmatch(r"[0-9a-f]{40}", produced["commit"]) and all(0 < wall <= 3600 for wall in runs), name
+        assert produced["wall_time_s"] == pytest.approx(sum(runs), abs=0.5)
         assert produced["data_split"] == {"train": "train", "validation": "validation", "test": "test"}
         assert produced["evaluated_on"] == "test"
         total += sum(path.stat().st_size for path in folder.iterdir())
@@ -142,13 +145,15 @@ def test_exports_of_every_entry_pass_saved_model_cli_and_equal_keras(entry, joy,
     for output in export.output_names(tasks):
         assert f"outputs['{output}']" in shown, output
     assert re.search(r"inputs\['images'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", shown)
-    assert re.search(r"inputs\['images'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, 64, 64, 3\)", shown)
+    height, width = model.network.input_shape[1:3]
+    assert re.search(rf"inputs\['images'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, {height}, {width}, 3\)",
+                     shown)
     np.save(tmp_path / "images.npy", np.array([joy.read_bytes()], dtype=object), allow_pickle=True)
     run(SAVED_MODEL_CLI, "run", "--dir", str(version_dir), "--tag_set", "serve", "--signature_def",
         "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(tmp_path / "out"))
     served = export.decode_outputs({n: np.load(tmp_path / "out" / f"{n}.npy") for n in export.output_names(tasks)},
                                    tasks)
-    pixels = data.resize_for_model(tf.io.decode_jpeg(joy.read_bytes(), channels=3), (64, 64))
+    pixels = data.resize_for_model(tf.io.decode_jpeg(joy.read_bytes(), channels=3), (height, width))
     for task, value in model(pixels[None], training=False).items():
         np.testing.assert_allclose(served[task], np.asarray(value), atol=1e-5, err_msg=f"{name}: {task}")
 
@@ -173,3 +178,18 @@ def test_a_served_export_answers_the_client_as_predict_does(protocol, joy, tmp_p
             served = export.decode_outputs(client.predict([str(joy)]), model.tasks)
     np.testing.assert_allclose(served["emotion"], local["emotion"], atol=1e-5)
     np.testing.assert_allclose(served["va"], np.stack([local["valence"], local["arousal"]], axis=-1), atol=1e-5)
+
+
+def test_imagenet_entries_beat_the_train_mean_on_every_metric_they_report():
+    """Issue 11's bar for the EfficientNet-Lite0 successors (the HED entries do not all meet it)."""
+    down = {**{k: d == "down" for k, d in metrics.DIRECTIONS.items()}, "mae": True, "pearson_r": False}
+    for name in (n for n in SHIPPED if "efficientnet_lite" in n):
+        card = zoo.model_card(name)
+        baseline = card.baselines["train_mean"]["test"]
+        for task, values in card.metrics["test"].items():
+            for metric, value in values.items():
+                reference = baseline[task][metric]
+                if np.isnan(reference):  # Pearson r of a constant: any positive r beats it
+                    assert value > 0, (name, task, metric)
+                else:
+                    assert (value < reference) if down[metric] else (value > reference), (name, task, metric)
