@@ -8,7 +8,6 @@ A task's definition, target checks and output names need no TensorFlow, so the r
 metrics (by then a model is being built and Keras is loaded anyway).
 """
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -17,10 +16,10 @@ from affect_zoo.emotion import emotion_vector, get_circle
 KINDS = ("classification", "binary", "distribution", "regression", "multilabel")
 
 
-@functools.lru_cache(maxsize=None)
 def small_init():
-    """Head kernel init: on unit-variance features, outputs (logits, or half-ranges) of std ~0.1. One object for
-    every head, made on first use, as the module-level constant it replaces was (its seed is drawn once)."""
+    """Head kernel init: on unit-variance features, outputs (logits, or half-ranges) of std ~0.1. A new one per
+    head: an unseeded Keras initializer draws its seed when it is made, so a head's init follows
+    ``keras.utils.set_random_seed`` (a module-level instance, as before, drew it at import, once per process)."""
     import keras
 
     return keras.initializers.VarianceScaling(scale=1e-2, mode="fan_in", distribution="truncated_normal", seed=None)

@@ -102,3 +102,13 @@ def test_the_registry_reads_every_shipped_entry_without_tensorflow():
     count, pretrained = counts.split()
     assert int(count) == len(registry.list_models()) and int(pretrained) == len(registry.list_models(pretrained=True))
     assert heavy == "[]"
+
+
+def test_a_card_describes_a_recipe_whose_balancer_only_training_checks(tmp_path):
+    """Cards skip the checks that need TensorFlow's classes (strategy, balancer); loading the recipe makes them."""
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump({**RECIPE, "name": "odd",
+                                                       "training": {"balancer": {"name": "nope"}}}))
+    with registry.using(recipes=tmp_path):
+        assert registry.model_card("odd").backbone == "mobilenetv2"
+        with pytest.raises(recipes.RecipeError, match=r"odd\.yaml: 'training\.balancer\.name' is 'nope'"):
+            registry.load_recipe("odd")
