@@ -1,59 +1,82 @@
 """``affect-zoo``: list, inspect, run, train and evaluate zoo entries from the shell.
 
-Every command that scripts may read has ``--json``; long work shows a progress bar on stderr. Errors print one
-line (``affect-zoo: error: …``) and exit with status 2 (bad input) or 1 (anything else). ``predict`` prints a line
-(or JSON row) for every image, an error for each it could not score, and exits 1 if there was any.
+Every command that scripts may read has ``--json`` (strict JSON: NaN and infinities are written as null); long
+work shows a progress bar on stderr. ``--help``, ``list`` and ``info`` answer without importing TensorFlow (they
+read the registry only); the other commands import it with its start-up messages silenced unless ``--verbose``.
+
+Exit status: 0 success; 2 bad input (an unknown entry, a missing file, a bad recipe or card, bad arguments);
+1 anything else (a failed download, a full disk, weights that do not fit, ``predict`` with an image it could not
+score). Errors print one line, ``affect-zoo: error: …``, and no traceback.
 """
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_STATUS = f"""exit status: 0 success; {EXIT_BAD_INPUT} bad input (unknown entry, missing file, bad recipe or arguments);
+  {EXIT_FAILED} anything else (download, disk, weights that do not fit, an image predict could not score)"""
 
 
-def _print_json(value):
-    print(json.dumps(value, indent=2, default=_jsonable))
-
-
-def _jsonable(value):
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
+def _plain(value):
+    """``value`` as JSON can hold it: NumPy arrays and scalars as lists and numbers, NaN and infinities as None
+    (JSON has no NaN; Python's ``json`` would write a bare ``NaN`` that other parsers refuse), tuples as lists,
+    anything else unknown as its string."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
+        return _plain(value.tolist())
     return str(value)
 
 
+def _print_json(value):
+    print(json.dumps(_plain(value), indent=2, allow_nan=False))
+
+
 def cmd_list(args):
-    from affect_zoo import zoo
+    from affect_zoo import registry
 
     pretrained = {"yes": True, "no": False}.get(args.pretrained)
-    names = zoo.list_models(args.pattern, pretrained=pretrained)
+    names = registry.list_models(args.pattern, pretrained=pretrained)
+    cards = [registry.model_card(n) for n in names]
     if args.json:
-        _print_json([{"name": n, "pretrained": zoo.model_card(n).pretrained} for n in names])
+        _print_json([{"name": c.name, "pretrained": c.pretrained, "dataset": c.dataset} for c in cards])
         return
-    for name in names:
-        card = zoo.model_card(name)
-        print(f"{name:36s} {'weights' if card.pretrained else '-':8s} {card.dataset}")
+    rows = [("NAME", "WEIGHTS", "DATASET")] + [(n, "yes" if c.pretrained else "-", c.dataset)
+                                              for n, c in zip(names, cards)]
+    width = max(len(r[0]) for r in rows)
+    for name, weights, dataset in rows:
+        print(f"{name:{width}s}  {weights:7s}  {dataset}")
 
 
 def cmd_info(args):
-    from affect_zoo import zoo
+    from affect_zoo import registry
 
-    card = zoo.model_card(args.name).to_dict()
+    card = registry.model_card(args.name).to_dict()
     if args.json:
         _print_json(card)
         return
     for key, value in card.items():
         if value in (None, "", {}, []):
             continue
-        text = json.dumps(value, default=_jsonable) if isinstance(value, (dict, list, tuple)) else str(value)
+        text = json.dumps(_plain(value)) if isinstance(value, (dict, list, tuple)) else str(value)
         print(f"{key:12s} {text.strip()}")
+
+
+def _existing_file(path, flag):
+    """``path`` (a user's file named on the command line), or a FileNotFoundError naming the flag."""
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no such file: {path}")
+    return path
 
 
 def cmd_predict(args):
@@ -65,7 +88,7 @@ def cmd_predict(args):
 
     from affect_zoo import zoo
 
-    model = zoo.load(args.name, weights=args.weights or "default")
+    model = zoo.load(args.name, weights=_existing_file(args.weights, "--weights") or "default")
     results, bar = [], keras.utils.Progbar(len(args.images), verbose=0 if args.json or len(args.images) < 8 else 1)
     for start in range(0, len(args.images), args.batch_size):
         chunk = args.images[start:start + args.batch_size]
@@ -96,13 +119,13 @@ def cmd_predict(args):
             parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
         print(f"{row['image']}: {' '.join(parts)}")
     if any("error" in row for row in results):
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 def cmd_train(args):
-    from affect_zoo import experiments, zoo
+    from affect_zoo import experiments, registry
 
-    output_dir = pathlib.Path(args.output_dir) if args.output_dir else zoo.SAVED_MODELS_DIR
+    output_dir = pathlib.Path(args.output_dir) if args.output_dir else registry.folders().saved_models
     card = experiments.train(args.recipe, run_dir=args.run_dir, data_dir=args.data_dir, epochs=args.epochs,
                              resume=args.resume, verbose=0 if args.json else 1, output_dir=output_dir,
                              overwrite_entry=args.overwrite_entry)
@@ -126,7 +149,7 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from affect_zoo import export, zoo
 
-    model = zoo.load(args.name, weights=args.weights or "default")
+    model = zoo.load(args.name, weights=_existing_file(args.weights, "--weights") or "default")
     path = export.export_saved_model(model, args.out_dir, version=args.version, name=args.name,
                                      overwrite=args.overwrite, max_pixels=args.max_pixels or None)
     if args.json:
@@ -161,28 +184,45 @@ def _print_metrics(measured, baselines):
             print(f"{label:10s} {task:16s} " + " ".join(cells))
 
 
+def _command(sub, name, help, example, run, tensorflow=True):
+    """A subcommand with its one-line help, an example in its ``--help`` and whether it needs TensorFlow."""
+    s = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}\n\n{EXIT_STATUS}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.set_defaults(run=run, tensorflow=tensorflow)
+    return s
+
+
+def _json_flag(s):
+    s.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
+
+
 def parser():
     from affect_zoo import imageio
 
-    p = argparse.ArgumentParser(prog="affect-zoo", description="Image aesthetics and emotion model zoo.")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("list", help="list entries")
-    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'afi_*'")
+    p = argparse.ArgumentParser(prog="affect-zoo", description="Image aesthetics and emotion model zoo.",
+                                epilog=f"example:\n  affect-zoo list 'afi_*'\n  affect-zoo COMMAND --help\n\n{EXIT_STATUS}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages (hidden by default)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these (`affect-zoo COMMAND --help` for its arguments and an example)")
+    s = _command(sub, "list", "list entries", "affect-zoo list 'afi_*' --pretrained yes", cmd_list, tensorflow=False)
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of entry names (default: all), e.g. 'afi_*'")
     s.add_argument("--pretrained", choices=["yes", "no"], help="only entries with (yes) / without (no) weights")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_list)
-    s = sub.add_parser("info", help="show an entry's model card")
-    s.add_argument("name")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_info)
-    s = sub.add_parser("predict", help="score images")
-    s.add_argument("name")
-    s.add_argument("images", nargs="+")
+    _json_flag(s)
+    s = _command(sub, "info", "show an entry's model card", "affect-zoo info afi_vgg16_emotion6 --json", cmd_info,
+                 tensorflow=False)
+    s.add_argument("name", help="entry name (see `affect-zoo list`)")
+    _json_flag(s)
+    s = _command(sub, "predict", "score images", "affect-zoo predict afi_vgg16_emotion6 photo.jpg shots/*.png --json",
+                 cmd_predict)
+    s.add_argument("name", help="entry name (see `affect-zoo list`)")
+    s.add_argument("images", nargs="+", help="image files (one row each; a folder is an error row: pass DIR/*.jpg)")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_predict)
-    s = sub.add_parser("train", help="train an entry from its recipe")
+    s.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    _json_flag(s)
+    s = _command(sub, "train", "train an entry from its recipe",
+                 "affect-zoo train recipes/afi_vgg16_emotion6.yaml --data-dir ~/tensorflow_datasets --run-dir runs/afi",
+                 cmd_train)
     s.add_argument("recipe", help="recipes/<name>.yaml or an entry name")
     s.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
     s.add_argument("--epochs", type=int, help="override the recipe's epochs (with phases: cap each phase)")
@@ -191,30 +231,57 @@ def parser():
     s.add_argument("--output-dir", help="where to write <name>/ with weights and card (default saved_models/)")
     s.add_argument("--overwrite-entry", action="store_true",
                    help="replace an entry already published in the output directory (refused by default)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_train)
-    s = sub.add_parser("evaluate", help="measure an entry on a split of its dataset")
-    s.add_argument("name")
-    s.add_argument("--split", default="test")
-    s.add_argument("--data-dir")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_evaluate)
-    s = sub.add_parser("export", help="export an entry as a SavedModel in TF Serving's layout")
-    s.add_argument("name")
-    s.add_argument("out_dir")
-    s.add_argument("--version", type=int, default=1)
+    _json_flag(s)
+    s = _command(sub, "evaluate", "measure an entry on a split of its dataset",
+                 "affect-zoo evaluate afi_vgg16_emotion6 --split test --data-dir ~/tensorflow_datasets", cmd_evaluate)
+    s.add_argument("name", help="entry name (see `affect-zoo list`)")
+    s.add_argument("--split", default="test", help="the split of the entry's dataset (default test)")
+    s.add_argument("--data-dir", help="where the TFDS datasets are built")
+    _json_flag(s)
+    s = _command(sub, "export", "export an entry as a SavedModel in TF Serving's layout",
+                 "affect-zoo export afi_vgg16_emotion6 exports/ --version 2", cmd_export)
+    s.add_argument("name", help="entry name (see `affect-zoo list`)")
+    s.add_argument("out_dir", help="base directory; the export goes to OUT_DIR/<name>/<version>/")
+    s.add_argument("--version", type=int, default=1, help="TF Serving version number (default 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing version")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
     s.add_argument("--max-pixels", type=int, default=imageio.MAX_PIXELS,
                    help=f"the bytes signature refuses larger images (default {imageio.MAX_PIXELS}; 0: no limit)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=cmd_export)
-    s = sub.add_parser("serve-config", help="write OUT_DIR/models.config for every exported model")
-    s.add_argument("out_dir")
+    _json_flag(s)
+    s = _command(sub, "serve-config", "write OUT_DIR/models.config for every exported model",
+                 "affect-zoo serve-config exports/ --base-path /models", cmd_serve_config)
+    s.add_argument("out_dir", help="the directory holding the exports (<name>/<version>/)")
     s.add_argument("--base-path", help="the directory as the server sees it (e.g. /models in the container)")
-    s.add_argument("--policy", choices=["all", "latest", "specific"], default="all")
-    s.set_defaults(run=cmd_serve_config)
+    s.add_argument("--policy", choices=["all", "latest", "specific"], default="all",
+                   help="which versions the server loads (default all)")
     return p
+
+
+def _quiet_tensorflow():
+    """Import TensorFlow with its start-up messages hidden. Its C++ logging writes lines such as "All log messages
+    before absl::InitializeLog() ..." and the oneDNN/CUDA notices straight to file descriptor 2 before any setting
+    is read (TF_CPP_MIN_LOG_LEVEL does not stop them), so the import runs with fd 2 on a temporary file, which is
+    replayed if the import fails. Later warnings are cut to errors (TF_CPP_MIN_LOG_LEVEL=2, absl at ERROR)."""
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 def main(argv=None):
@@ -222,11 +289,13 @@ def main(argv=None):
     the process with ``os._exit``: HDF5 that has hit ENOSPC crashes the interpreter's teardown (exit 139, seen
     here), and the files are already safe. Called with an ``argv`` list it raises SystemExit as usual."""
     args = parser().parse_args(argv)
+    if args.tensorflow and not args.verbose and "tensorflow" not in sys.modules:
+        _quiet_tensorflow()
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"affect-zoo: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     except (RuntimeError, OSError) as error:
         from affect_zoo.files import DiskError
 
@@ -234,8 +303,8 @@ def main(argv=None):
         if isinstance(error, DiskError) and argv is None:
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(1)
-        sys.exit(1)
+            os._exit(EXIT_FAILED)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

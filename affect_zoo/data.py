@@ -18,13 +18,15 @@ pipeline's ``seed``, so a seeded pipeline gives the same images on every run how
 JPEG is decoded only inside the crop). Keras' random layers draw from a stateful SeedGenerator, whose draws under
 a parallel map depend on thread timing, so they serve only the optional RandAugment (Keras core; keras-cv is
 unmaintained), which is mapped on one thread when a seed is given.
+
+TensorFlow Datasets (and pandas, which it imports) is imported by the functions that read a built dataset, not
+with this module: ``predict`` and the export use its decoder and resize and never read a dataset.
 """
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from affect_zoo.backbones import preprocess_input, preprocessing_mode
 from affect_zoo.metrics_multilabel import ignore_targets
@@ -226,6 +228,8 @@ def load_split(name_or_dir, split, data_dir=None, config=None):
     under ``data_dir`` (TFDS' default when None). Images stay encoded so that ``make_pipeline`` can decode only
     the random crop in training. A dataset that is not built yet → ValueError with the command that builds it.
     """
+    import tensorflow_datasets as tfds
+
     return _builder(name_or_dir, data_dir, config).as_dataset(split=split,
                                                               decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
 
@@ -237,6 +241,8 @@ def load_metadata(name_or_dir, data_dir=None, config=None):
 
 
 def _builder(name_or_dir, data_dir, config):
+    import tensorflow_datasets as tfds
+
     path = os.path.expanduser(str(name_or_dir))
     if os.path.isdir(path) or path.startswith(("/", ".", "~")):
         if not os.path.isfile(os.path.join(path, "dataset_info.json")):

@@ -9,7 +9,6 @@ import dataclasses
 import math
 import types
 
-import keras
 import numpy as np
 
 # Below this length the emotion vector has no meaningful direction: the angle is reported as 0, the intensity as 0,
@@ -219,6 +218,8 @@ def _prepare(dist, circle, arg):
 
     Working against the shared NumPy / keras.ops API keeps one formula for both, and NumPy in gives NumPy out.
     Static shapes are always checked; values (no negatives) only for NumPy, since a graph tensor has none yet.
+    Keras is imported only for tensors, so the circles and NumPy geometry load without TensorFlow (the registry
+    and the CLI's ``list``/``info`` read task definitions).
     """
     circle = get_circle(circle)
     if isinstance(dist, (np.ndarray, np.generic, list, tuple)):
@@ -226,6 +227,8 @@ def _prepare(dist, circle, arg):
         if not np.issubdtype(dist.dtype, np.floating):
             dist = dist.astype(np.float64)
     else:
+        import keras
+
         xp, dist = keras.ops, keras.ops.convert_to_tensor(dist)
         if not keras.backend.is_float_dtype(dist.dtype):
             dist = keras.ops.cast(dist, keras.config.floatx())
@@ -244,7 +247,7 @@ def _prepare(dist, circle, arg):
 
 def _constant(xp, value, like):
     """A circle constant (NumPy array) in the namespace and dtype of `like`."""
-    return value.astype(like.dtype) if xp is np else keras.ops.convert_to_tensor(value, dtype=like.dtype)
+    return value.astype(like.dtype) if xp is np else xp.convert_to_tensor(value, dtype=like.dtype)
 
 
 def soft_polarity(dist, circle=MIKELS8):

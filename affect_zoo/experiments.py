@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import data, files, metrics, metrics_multilabel, recipes, zoo
+from affect_zoo import data, files, metrics, metrics_multilabel, recipes, registry, zoo
 from affect_zoo.backbones import imagenet_packages
 from affect_zoo.models import copy_weights_by_name, mmemo, semdep
 from affect_zoo.tasks import Task, as_tasks
@@ -113,7 +113,7 @@ def _check_mmemo_dataset(recipe):
 
 
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,
-          output_dir=zoo.SAVED_MODELS_DIR, steps_per_epoch=None, verbose=1, overwrite_entry=False):
+          output_dir=None, steps_per_epoch=None, verbose=1, overwrite_entry=False):
     """Train an entry from its recipe; returns the card written (a dict).
 
     recipe_or_path: an entry name, a YAML path or a dict (validated like a file; errors name "recipe <name>").
@@ -124,6 +124,7 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
         stage has finished, the network's weights and a ``phase_done.json`` marker: finished stages are skipped
         (their weights loaded), a stage killed midway continues from its last finished epoch. A run over
         ``training.seeds`` does the same per seed in ``run_dir/seed_<s>/`` (``seed_done.json``).
+    output_dir: where the entry is written (default: the registry's saved_models folder in use).
     overwrite_entry: replace an entry already published in ``output_dir/<name>/`` (refused by default, before
         any training, so a shipped, verified entry is never replaced by accident).
 
@@ -132,9 +133,11 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     training starts.
     """
     if isinstance(recipe_or_path, dict):
-        recipe = recipes.resolve(recipe_or_path, where=f"recipe {recipe_or_path.get('name', '(unnamed)')!r}")
+        recipe = recipes.resolve(recipe_or_path, where=f"recipe {recipe_or_path.get('name', '(unnamed)')!r}",
+                                 recipes_dir=registry.folders().recipes)
     else:
-        recipe = recipes.load_recipe(recipe_or_path)
+        recipe = registry.load_recipe(recipe_or_path)
+    output_dir = pathlib.Path(output_dir) if output_dir is not None else registry.folders().saved_models
     for value, flag in ((epochs, "epochs"), (steps_per_epoch, "steps_per_epoch")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{flag} must be an int >= 1, got {value!r}")
@@ -508,7 +511,7 @@ def task_metrics(tasks, outputs, targets):
 def evaluate(model_or_name, recipe=None, split="test", data_dir=None):
     """Metrics of a model (or entry name) on a split of its recipe's dataset."""
     model = zoo.load(model_or_name) if isinstance(model_or_name, str) else model_or_name
-    recipe = recipe or recipes.load_recipe(model_or_name if isinstance(model_or_name, str) else model.name)
+    recipe = recipe or registry.load_recipe(model_or_name if isinstance(model_or_name, str) else model.name)
     outputs, targets = predictions_and_targets(model, recipe, split, data_dir)
     return task_metrics(_evaluated_tasks(recipe, model.tasks), outputs, targets)
 

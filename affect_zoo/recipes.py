@@ -36,7 +36,9 @@ whose selected epoch is best on validation; the card reports every seed's test m
 
 Numbers are checked against ``RANGES`` (epochs and batch size >= 1, learning rates > 0, input sides >= 32, ...),
 the optimizer, schedule, strategy and balancer names against what exists, the balancer's options against its
-constructor and each task by building it; every error names the file and the field.
+constructor and each task by building it; every error names the file and the field. The strategy and balancer
+checks import the classes that implement them (TensorFlow); ``components=False`` leaves them out, for readers that
+only describe an entry (the registry's cards, ``affect-zoo list``/``info``) and must not load TensorFlow.
 """
 import copy
 import dataclasses
@@ -46,9 +48,7 @@ import pathlib
 
 import yaml
 
-from affect_zoo import balancing
 from affect_zoo.tasks import Task
-from affect_zoo.training import STRATEGIES
 
 
 def data_dir(name):
@@ -139,13 +139,15 @@ def recipe_path(name_or_path, recipes_dir=None):
     return pathlib.Path(recipes_dir or RECIPES_DIR) / f"{name_or_path}.yaml"
 
 
-def load_recipe(name_or_path, recipes_dir=None):
-    """Read, resolve ``extends`` and validate a recipe; returns a plain dict with training defaults filled in."""
+def load_recipe(name_or_path, recipes_dir=None, components=True):
+    """Read, resolve ``extends`` and validate a recipe; returns a plain dict with training defaults filled in.
+    ``components=False``: without the strategy and balancer checks (no TensorFlow import)."""
     path = recipe_path(name_or_path, recipes_dir)
-    return resolve(_read(path), where=str(path), recipes_dir=recipes_dir or path.parent, stem=path.stem)
+    return resolve(_read(path), where=str(path), recipes_dir=recipes_dir or path.parent, stem=path.stem,
+                   components=components)
 
 
-def resolve(raw, where="recipe", recipes_dir=None, stem=None):
+def resolve(raw, where="recipe", recipes_dir=None, stem=None, components=True):
     """A recipe given as a dict (``experiments.train(dict)``), treated as a file is: ``extends`` resolved (from
     ``recipes_dir``, default ``RECIPES_DIR``), validated (errors name ``where``), training defaults filled in."""
     raw = copy.deepcopy(raw)
@@ -156,7 +158,7 @@ def resolve(raw, where="recipe", recipes_dir=None, stem=None):
             raise RecipeError(f"{where}: 'extends' loops through {' -> '.join(seen + [parent_name])}")
         seen.append(parent_name)
         raw = _merge(_read(recipe_path(parent_name, recipes_dir or RECIPES_DIR)), raw)
-    validate(raw, where=where)
+    validate(raw, where=where, components=components)
     recipe = copy.deepcopy(raw)
     recipe["training"] = _merge(TRAINING_DEFAULTS, recipe.get("training", {}))
     return recipe
@@ -184,8 +186,9 @@ def _merge(base, override):
     return out
 
 
-def validate(recipe, where="recipe"):
-    """Raise RecipeError naming the first unknown key, wrongly typed value or missing required key."""
+def validate(recipe, where="recipe", components=True):
+    """Raise RecipeError naming the first unknown key, wrongly typed value or missing required key; with
+    ``components`` also an unknown strategy or a balancer whose name or options its class refuses."""
     _check(recipe, SCHEMA, where, ())
     for keys in REQUIRED:
         node = recipe
@@ -210,7 +213,9 @@ def validate(recipe, where="recipe"):
     _check_ranges(recipe, where)
     _check_names(recipe, where)
     _check_tasks(recipe, where)
-    _check_balancer(recipe, where)
+    if components:
+        _check_strategy(recipe, where)
+        _check_balancer(recipe, where)
 
 
 def _check_ranges(recipe, where):
@@ -230,13 +235,20 @@ def _check_ranges(recipe, where):
 def _check_names(recipe, where):
     training = recipe.get("training") or {}
     for path, value, known in (("training.optimizer.name", (training.get("optimizer") or {}).get("name"), OPTIMIZERS),
-                               ("training.schedule.name", (training.get("schedule") or {}).get("name"), SCHEDULES),
-                               ("training.strategy", training.get("strategy"), STRATEGIES)):
+                               ("training.schedule.name", (training.get("schedule") or {}).get("name"), SCHEDULES)):
         if value is not None and value not in known:
             raise RecipeError(f"{where}: '{path}' is {value!r}; choose one of {', '.join(known)}")
     optimizer = training.get("optimizer") or {}
     if optimizer.get("momentum") is not None and optimizer.get("name", "adam") != "sgd":
         raise RecipeError(f"{where}: 'training.optimizer.momentum' applies to sgd only, not {optimizer.get('name')!r}")
+
+
+def _check_strategy(recipe, where):
+    from affect_zoo.training import STRATEGIES
+
+    strategy = (recipe.get("training") or {}).get("strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise RecipeError(f"{where}: 'training.strategy' is {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def _check_tasks(recipe, where):
@@ -249,6 +261,8 @@ def _check_tasks(recipe, where):
 
 def _check_balancer(recipe, where):
     """The balancer's name and options, against its class's constructor, and its values by building it."""
+    from affect_zoo import balancing
+
     spec = (recipe.get("training") or {}).get("balancer")
     if spec is None:
         return

@@ -2,21 +2,35 @@
 
 A multi-task network outputs a dict keyed by task name; a dataset yields targets keyed the same way. This module
 is the one place that knows what each kind of target looks like.
+
+A task's definition, target checks and output names need no TensorFlow, so the registry and the CLI's
+``list``/``info`` read recipes' tasks without it; Keras is imported by the methods that build heads, losses and
+metrics (by then a model is being built and Keras is loaded anyway).
 """
 import dataclasses
 
-import keras
 import numpy as np
 
-from affect_zoo import losses as az_losses
-from affect_zoo import metrics as az_metrics
-from affect_zoo import metrics_multilabel as az_multilabel
 from affect_zoo.emotion import emotion_vector, get_circle
-from affect_zoo.layers.circle_head import CircularEmotionHead
 
 KINDS = ("classification", "binary", "distribution", "regression", "multilabel")
-SMALL_INIT = keras.initializers.VarianceScaling(scale=1e-2, mode="fan_in", distribution="truncated_normal", seed=None)
-"""Head kernel init: on unit-variance features, outputs (logits, or half-ranges) of std ~0.1."""
+
+
+def small_init():
+    """Head kernel init: on unit-variance features, outputs (logits, or half-ranges) of std ~0.1. A new one per
+    head: an unseeded Keras initializer draws its seed when it is made, so a head's init follows
+    ``keras.utils.set_random_seed`` (a module-level instance, as before, drew it at import, once per process)."""
+    import keras
+
+    return keras.initializers.VarianceScaling(scale=1e-2, mode="fan_in", distribution="truncated_normal", seed=None)
+
+
+def __getattr__(name):
+    """``SMALL_INIT``, made when first read (it is a Keras object)."""
+    if name == "SMALL_INIT":
+        return small_init()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 LOSSES = {
     "classification": ("crossentropy",),
@@ -98,18 +112,23 @@ class Task:
         ~1.4 half-ranges off (±5.6 on valence's 1–9) and a 7-way softmax peaked (KL ~1.3 on Emotion6 instead of
         ~0.8); the first updates, driven by that error, disturb a pretrained backbone.
         """
+        import keras
+
+        from affect_zoo.layers.circle_head import CircularEmotionHead
+
         name = prefix + self.name
         if self.kind == "distribution" and self.circle is not None:
-            out = CircularEmotionHead(self.circle, kernel_initializer=SMALL_INIT,
+            out = CircularEmotionHead(self.circle, kernel_initializer=small_init(),
                                       name=f"{name}_circle_head")(features)["distribution"]
             return keras.layers.Identity(name=name)(out)
         if self.kind == "regression" and self.target_range is not None:
-            z = keras.layers.Dense(self.size, kernel_initializer=SMALL_INIT, name=f"{name}_linear")(features)
+            z = keras.layers.Dense(self.size, kernel_initializer=small_init(), name=f"{name}_linear")(features)
             low, high = self.target_range
             return keras.layers.Rescaling(scale=self.scale, offset=(low + high) / 2.0, name=name)(z)
         activation = {"classification": "softmax", "distribution": "softmax", "binary": "sigmoid",
                       "multilabel": "sigmoid", "regression": None}[self.kind]
-        return keras.layers.Dense(self.size, activation=activation, kernel_initializer=SMALL_INIT, name=name)(features)
+        return keras.layers.Dense(self.size, activation=activation, kernel_initializer=small_init(),
+                                  name=name)(features)
 
     def loss_object(self):
         """A fresh Keras loss for this task giving one value per sample (``reduction=None``).
@@ -117,6 +136,11 @@ class Task:
         The trainer averages over the batch itself: Keras' own batch reduction also divides by the number of
         replicas, which a custom train_step that scales once would then do twice.
         """
+        import keras
+
+        from affect_zoo import losses as az_losses
+        from affect_zoo import metrics_multilabel as az_multilabel
+
         if self.loss == "circular":
             return az_losses.CircularEmotionLoss(mu=self.mu, circle=self.circle, reduction=None)
         return {
@@ -136,6 +160,11 @@ class Task:
 
     def metric_objects(self):
         """Fresh Keras metrics for this task, named ``<task>_<metric>``."""
+        import keras
+
+        from affect_zoo import metrics as az_metrics
+        from affect_zoo import metrics_multilabel as az_multilabel
+
         p = f"{self.name}_"
         if self.kind == "classification":
             return [keras.metrics.SparseCategoricalAccuracy(name=p + "accuracy")]

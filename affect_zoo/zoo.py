@@ -1,6 +1,7 @@
-"""The zoo: a registry of entries, their model cards, verified weights, ``load`` and ``predict``.
+"""The zoo: entries built into models with verified weights, ``load`` and ``predict``.
 
-Entries are data: every ``recipes/<name>.yaml`` is an entry (timm's table, keras-hub's presets), and
+Which entries exist and their cards are ``affect_zoo.registry``'s (TensorFlow-free; its names are re-exported
+here). Entries are data: every ``recipes/<name>.yaml`` is an entry (timm's table, keras-hub's presets), and
 ``saved_models/<name>/card.json`` (with the weights file and its sha256) is what training here produced. Code can
 add entries with the ``register_model`` decorator. An entry is listed whether or not weights exist; loading the
 default weights of one without them raises an error naming the recipe that trains it.
@@ -16,12 +17,8 @@ if its sha256 matches. A user's own weights file is checked against a ``.sha256`
 loaded with an ``UnverifiedWeightsWarning`` when there is none.
 """
 import contextlib
-import dataclasses
-import difflib
-import fnmatch
 import glob
 import http.client
-import json
 import os
 import pathlib
 import tempfile
@@ -32,170 +29,35 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import balancing, imageio, recipes
-from affect_zoo.cache import cache_dir, sha256
+from affect_zoo import balancing, imageio, registry
+from affect_zoo.cache import sha256
 from affect_zoo.data import decode_image_bytes, resize_for_model
 from affect_zoo.models import build_network
-from affect_zoo.tasks import as_tasks, describe_outputs, named_outputs
+from affect_zoo.registry import (SAVED_MODELS_DIR, CardError, ModelCard, card_from_recipe, list_models,  # noqa: F401
+                                 model_card, register_model)
+from affect_zoo.tasks import as_tasks, named_outputs
 from affect_zoo.training import MultiTaskModel
-
-SAVED_MODELS_DIR = recipes.data_dir("saved_models")
 
 
 class WeightsError(RuntimeError):
     """Weights that cannot be used: missing, unverifiable, or for another architecture."""
 
 
-class CardError(ValueError):
-    """A stored card.json that cannot be read; names the file."""
-
-
 class UnverifiedWeightsWarning(UserWarning):
     """A user's weights file was loaded without a ``.sha256`` beside it to check it against."""
 
 
-@dataclasses.dataclass
-class ModelCard:
-    """What an entry is and how its weights came about. ``metrics`` holds figures measured on a held-out split
-    (``{split: {metric: value}}``) and ``baselines`` the same figures of the baselines measured the same way."""
-
-    name: str
-    description: str = ""
-    family: str = ""
-    architecture: str = ""
-    backbone: str = ""
-    input_size: tuple = ()
-    dataset: str = ""
-    split: dict = dataclasses.field(default_factory=dict)
-    licence: str = ""
-    reference: str = ""
-    tasks: list = dataclasses.field(default_factory=list)
-    outputs: dict = dataclasses.field(default_factory=dict)
-    metrics: dict = dataclasses.field(default_factory=dict)
-    baselines: dict = dataclasses.field(default_factory=dict)
-    weights: dict = None
-    recipe: str = ""
-    produced: dict = dataclasses.field(default_factory=dict)
-    notes: str = ""
-
-    @property
-    def pretrained(self):
-        return bool(self.weights)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"model card {data.get('name')!r} has unknown fields {sorted(unknown)}")
-        return cls(**data)
-
-
-@dataclasses.dataclass
-class _Entry:
-    name: str
-    build: callable
-    card: callable
-
-
-_REGISTRY = {}
-
-
-def register_model(name=None, *, card=None):
-    """Decorator (timm style): register ``fn(weights=None) -> keras.Model`` as entry ``name`` (default: the
-    function's name). ``card`` is a ModelCard or dict; without one the entry gets a minimal card."""
-
-    def decorate(fn):
-        entry_name = name or fn.__name__
-        made = card if isinstance(card, ModelCard) else ModelCard(**(card or {"name": entry_name}))
-        _REGISTRY[entry_name] = _Entry(entry_name, fn, lambda: made)
-        return fn
-
-    return decorate
-
-
-def _recipe_entries():
-    """Every recipe is an entry (read lazily, so a broken recipe only fails its own entry)."""
-    for name in recipes.list_recipes():
-        if name not in _REGISTRY:
-            _REGISTRY[name] = _Entry(name, _recipe_builder(name), lambda name=name: _card_for_recipe(name))
-
-
 def _recipe_builder(name):
+    """Build a recipe entry: its recipe, with the network options training recorded in its card (mmemo's sizes)."""
+
     def build(backbone_weights=None):
-        recipe = recipes.load_recipe(name)
-        stored = _stored_card(name)
+        recipe = registry.load_recipe(name)
+        stored = registry.stored_card(name)
         network_options = (stored or {}).get("produced", {}).get("network_options")
         if network_options:
             recipe["model"]["options"] = {**(recipe["model"].get("options") or {}), **network_options}
         return model_from_recipe(recipe, backbone_weights=backbone_weights)
     return build
-
-
-def _stored_card(name):
-    """The card.json training wrote for ``name`` (a dict), or None; a card that is not a JSON object is an error
-    naming the file."""
-    stored = SAVED_MODELS_DIR / name / "card.json"
-    if not stored.is_file():
-        return None
-    try:
-        card = json.loads(stored.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CardError(f"{stored}: not a valid model card ({error})") from None
-    if not isinstance(card, dict):
-        raise CardError(f"{stored}: a model card is a JSON object, got {type(card).__name__}")
-    return card
-
-
-def _entry(name):
-    _recipe_entries()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f"; did you mean: {', '.join(close)}?" if close else f"; see affect_zoo.list_models()"
-        raise ValueError(f"unknown model {name!r}{hint}")
-    return _REGISTRY[name]
-
-
-def list_models(pattern="*", pretrained=None):
-    """Entry names matching an fnmatch ``pattern``; ``pretrained=True`` keeps entries with weights, False
-    those without."""
-    _recipe_entries()
-    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-    if pretrained is None:
-        return names
-    return [n for n in names if _REGISTRY[n].card().pretrained == bool(pretrained)]
-
-
-def model_card(name):
-    """The entry's ModelCard: the trained card from saved_models/ when there is one, else the recipe's."""
-    return _entry(name).card()
-
-
-def _card_for_recipe(name):
-    stored = _stored_card(name)
-    if stored is not None:
-        try:
-            return ModelCard.from_dict(stored)
-        except (TypeError, ValueError) as error:
-            raise CardError(f"{SAVED_MODELS_DIR / name / 'card.json'}: {error}") from None
-    recipe = recipes.load_recipe(name)
-    return card_from_recipe(recipe)
-
-
-def card_from_recipe(recipe):
-    """A card with what a recipe says (no weights, no metrics): what an untrained entry shows."""
-    model, dataset = recipe["model"], recipe["dataset"]
-    tasks = as_tasks(recipe["tasks"])
-    return ModelCard(
-        name=recipe["name"], description=recipe.get("description", ""), family=model["family"],
-        architecture=model.get("architecture", ""), backbone=model["backbone"],
-        input_size=tuple(model.get("input_size", (224, 224))), dataset=dataset["name"],
-        split=dataset.get("splits", {}), licence=dataset.get("licence", ""),
-        reference=recipe.get("reference", ""), tasks=[t.get_config() for t in tasks],
-        outputs=describe_outputs(tasks), recipe=f"recipes/{recipe['name']}.yaml")
 
 
 def model_from_recipe(recipe, backbone_weights=None):
@@ -225,9 +87,10 @@ def load(name, weights="default"):
     (``model.network.save_weights``, as training writes it: a compiled model's own file also holds the optimizer's
     slots, three times the size with Adam).
     """
-    entry = _entry(name)
+    entry = registry.entry(name)
+    build = entry.build or _recipe_builder(name)
     if weights is None:
-        return entry.build()
+        return build()
     if weights == "default":
         card = entry.card()
         if not card.pretrained:
@@ -238,7 +101,7 @@ def load(name, weights="default"):
         path = resolve_weights(name, card.weights)
     else:
         path = verify_user_weights(weights)
-    model = entry.build()
+    model = build()
     try:
         getattr(model, "network", model).load_weights(str(path))
     except Exception as error:
@@ -280,13 +143,13 @@ def resolve_weights(name, weights):
     if not weights.get("sha256"):
         raise WeightsError(f"{name}: the card's weights have no sha256; refusing to load unverified weights")
     expected = _normalised_sha256(weights["sha256"], f"{name}: the card's weights.sha256")
-    local = SAVED_MODELS_DIR / name / weights["file"]
+    local = registry.folders().saved_models / name / weights["file"]
     if local.is_file():
         if sha256(local) != expected:
             raise WeightsError(f"{local}: sha256 does not match the card ({expected}); the file is corrupt or "
                                f"was replaced")
         return local
-    cached = cache_dir() / name / weights["file"]
+    cached = registry.folders().cache_dir / name / weights["file"]
     if cached.is_file() and sha256(cached) == expected:
         return cached
     if not weights.get("url"):

@@ -78,7 +78,7 @@ def emotion6_real_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def scratch_zoo():
     """``with scratch_zoo(tmp_path_factory, recipe) as root``: a zoo whose recipes/ holds only ``recipe`` and
-    whose saved_models/ starts empty (the registry reset), for tests that train an entry and load it back. A
+    whose saved_models/ starts empty (no code-registered entries), for tests that train an entry and load it back. A
     fixture, not an import: ``conftest`` names two modules in this repository (tests/ and tfds_builders/)."""
     return _scratch_zoo
 
@@ -87,13 +87,10 @@ def scratch_zoo():
 def _scratch_zoo(tmp_path_factory, recipe):
     import yaml
 
-    from affect_zoo import recipes, zoo
+    from affect_zoo import registry
 
     root = tmp_path_factory.mktemp(recipe["name"])
     (root / "recipes").mkdir()
     (root / "recipes" / f"{recipe['name']}.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
-        patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
-        patch.setattr(zoo, "_REGISTRY", {})
+    with registry.using(recipes=root / "recipes", saved_models=root / "saved_models"):
         yield root

@@ -117,3 +117,19 @@ def test_train_step_benchmark_reports_memory_per_variant(tmp_path):
         peaks = [phases[p]["peak_rss"] for p in ("imported", "built", "first_step", "last_step")]
         assert peaks == sorted(peaks) and peaks[0] > 100  # VmHWM never falls; TensorFlow alone is far above 100 MB
         assert phases["last_step"]["rss_anon"] + phases["last_step"]["rss_file"] <= peaks[-1] + 1
+
+
+def test_startup_benchmark_interleaves_its_rounds_and_takes_medians(tmp_path):
+    import startup
+
+    log = tmp_path / "order.txt"
+    commands = {name: [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r})"] for name in ("a", "b", "c")}
+    seconds = startup.measure(commands, rounds=3)
+    assert log.read_text() == "abc" * 3 and all(len(v) == 3 for v in seconds.values())
+    summary = startup.summarise({"import tensorflow": [4.0, 2.0, 3.0], "import affect_zoo": [0.1, 0.3, 0.2],
+                                 "import affect_zoo.zoo": [3.5, 3.0, 9.0], "affect-zoo list": [0.9, 0.7, 0.8]})
+    assert summary["median_s"]["import tensorflow"] == 3.0
+    assert summary["affect_zoo_over_tensorflow"] == pytest.approx(0.2 / 3.0)
+    assert summary["zoo_over_tensorflow"] == pytest.approx(3.5 / 3.0) and summary["list_s"] == 0.8
+    assert set(startup.cases()) == {"import tensorflow", "import affect_zoo", "import affect_zoo.zoo",
+                                    "affect-zoo --help", "affect-zoo list"}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import affect_zoo
-from affect_zoo import experiments, metrics, recipes, zoo
+from affect_zoo import experiments, metrics, registry, zoo
 
 RECIPE = {
     "name": "tiny_e6",
@@ -52,11 +52,11 @@ def test_training_writes_verified_weights_and_a_card_with_measured_metrics(train
 def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
     root, card, data_dir = trained
     model = affect_zoo.load("tiny_e6")
-    again = experiments.evaluate(model, recipes.load_recipe("tiny_e6"), split="test", data_dir=str(data_dir))
+    again = experiments.evaluate(model, registry.load_recipe("tiny_e6"), split="test", data_dir=str(data_dir))
     for task, values in card["metrics"]["test"].items():
         for name, value in values.items():
             assert again[task][name] == pytest.approx(value, rel=1e-4, abs=1e-6)
-    outputs, targets = experiments.predictions_and_targets(model, recipes.load_recipe("tiny_e6"), "test",
+    outputs, targets = experiments.predictions_and_targets(model, registry.load_recipe("tiny_e6"), "test",
                                                            str(data_dir))
     assert len(targets["emotion"]) == 11
     expected_kl = np.mean(metrics.kl_divergence(targets["emotion"], outputs["emotion"]))
@@ -67,7 +67,7 @@ def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
 
 def test_trivial_baseline_predicts_the_training_mean(trained):
     root, card, data_dir = trained
-    recipe = recipes.load_recipe("tiny_e6")
+    recipe = registry.load_recipe("tiny_e6")
     train_targets = experiments._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
     test_targets = experiments._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
     mean = train_targets["va"][:, 0].mean()
@@ -87,9 +87,8 @@ def test_cli_predict_json_on_a_real_image_and_a_bad_one(trained, tmp_path, share
     root, _, _ = trained
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    script = ("import sys, pathlib; from affect_zoo import recipes, zoo; "
-              f"recipes.RECIPES_DIR = pathlib.Path({str(root / 'recipes')!r}); "
-              f"zoo.SAVED_MODELS_DIR = pathlib.Path({str(root / 'saved_models')!r}); "
+    script = ("import sys; from affect_zoo import registry; "
+              f"registry.set_folders(recipes={str(root / 'recipes')!r}, saved_models={str(root / 'saved_models')!r}); "
               "from affect_zoo.cli import main; main(sys.argv[1:])")
     image = shared_data / "emotion6" / "images" / "joy" / "1.jpg"
     result = subprocess.run([sys.executable, "-c", script, "predict", "tiny_e6", str(image), str(bad), "--json"],
@@ -129,7 +128,6 @@ def test_fine_tuning_starts_from_another_entry_by_layer_name(trained):
               "model": {"architecture": "cross_stitch"},
               "training": {"epochs": 1, "optimizer": {"name": "adam", "learning_rate": 1e-9}}}
     (root / "recipes" / "tiny_e6_ft.yaml").write_text(yaml.safe_dump(recipe))
-    zoo._REGISTRY.clear()
     experiments.train("tiny_e6_ft", run_dir=root / "run_ft", data_dir=str(data_dir),
                       output_dir=root / "saved_models", steps_per_epoch=1, verbose=0)
     source, tuned = affect_zoo.load("tiny_e6").network, affect_zoo.load("tiny_e6_ft").network

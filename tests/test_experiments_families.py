@@ -12,7 +12,7 @@ import yaml
 from test_semdep import snapshot
 
 import affect_zoo
-from affect_zoo import data, experiments, metrics_multilabel, recipes, zoo
+from affect_zoo import data, experiments, metrics_multilabel, recipes, registry, zoo
 from affect_zoo.models import mmemo, semdep
 from affect_zoo.tasks import Task
 from affect_zoo.text import Vocabulary
@@ -50,12 +50,8 @@ def zoo_root(tmp_path_factory):
     """A recipes/ and saved_models/ of this module's own, so nothing is written into the repository's."""
     root = tmp_path_factory.mktemp("zoo")
     (root / "recipes").mkdir()
-    patch = pytest.MonkeyPatch()
-    patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
-    patch.setattr(zoo, "SAVED_MODELS_DIR", root / "saved_models")
-    patch.setattr(zoo, "_REGISTRY", {})
-    yield root
-    patch.undo()
+    with registry.using(recipes=root / "recipes", saved_models=root / "saved_models"):
+        yield root
 
 
 def train_entry(root, recipe, data_dir, run):
@@ -76,7 +72,7 @@ def phase_dir(run_dir, k):
 
 def part_weights(path):
     """{part: [arrays]} of the semdep network saved at ``path`` (every variable, BatchNorm statistics included)."""
-    network = zoo.model_from_recipe(recipes.load_recipe("tiny_semdep")).network
+    network = zoo.model_from_recipe(registry.load_recipe("tiny_semdep")).network
     network.load_weights(str(path))
     return snapshot(network)
 
@@ -134,7 +130,7 @@ def test_semdep_card_has_test_map_that_the_loaded_entry_reproduces(semdep_run):
     assert set(card["baselines"]["train_mean"]["test"]["labels"]) == {"map", "map_11point"}
     assert card["produced"]["epochs"] == 4
     model = affect_zoo.load("tiny_semdep")
-    outputs, targets = experiments.predictions_and_targets(model, recipes.load_recipe("tiny_semdep"), "test",
+    outputs, targets = experiments.predictions_and_targets(model, registry.load_recipe("tiny_semdep"), "test",
                                                            str(data_dir))
     assert targets["labels"].shape == (3, 20)
     assert test["map"] == pytest.approx(metrics_multilabel.mean_average_precision(targets["labels"],
@@ -240,7 +236,7 @@ def test_mmemo_card_has_accuracy_per_classifier_on_the_samples_it_applies_to(mme
 def test_loaded_mmemo_entry_reproduces_its_card_and_predicts_new_posts(mmemo_run):
     root, card, data_dir = mmemo_run
     model = affect_zoo.load("tiny_mmemo")
-    recipe = recipes.load_recipe("tiny_mmemo")
+    recipe = registry.load_recipe("tiny_mmemo")
     again = experiments.evaluate(model, recipe, split="test", data_dir=str(data_dir))
     for name, values in card["metrics"]["test"].items():
         assert again[name]["samples"] == values["samples"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import affect_zoo
-from affect_zoo import experiments, recipes
+from affect_zoo import experiments, recipes, registry
 
 RECIPE = {
     "name": "tiny_seeds",
@@ -54,7 +54,7 @@ def test_the_shipped_seed_is_best_on_validation_and_reproduces_its_test_metrics(
         for name, value in values.items():
             assert value == pytest.approx(shipped[task][name], abs=experiments.FLOAT16_TOLERANCE)
     assert set(card["metrics"]["validation"]) == {"valence", "arousal", "emotion"}
-    again = experiments.evaluate(affect_zoo.load("tiny_seeds"), recipes.load_recipe("tiny_seeds"), split="test",
+    again = experiments.evaluate(affect_zoo.load("tiny_seeds"), registry.load_recipe("tiny_seeds"), split="test",
                                  data_dir=data_dir)
     for task, values in card["metrics"]["test"].items():
         for name, value in values.items():

@@ -27,7 +27,7 @@ from test_experiments import RECIPE
 from test_zoo import http_root, publish, tiny_weights, zoo_dirs  # noqa: F401 (fixtures)
 
 import affect_zoo
-from affect_zoo import cli, experiments, files, recipes, zoo
+from affect_zoo import cli, experiments, files, recipes, registry, zoo
 from affect_zoo.tasks import Task
 from affect_zoo.training import MultiTaskModel, standard_callbacks
 
@@ -235,14 +235,12 @@ def test_cli_train_on_a_real_full_disk_is_one_error_before_training(small_tmpfs,
 # --- read-only run and output directories, a locked run dir, a published entry -------------------------------
 
 @pytest.fixture
-def tiny_recipe(tmp_path, monkeypatch):
+def tiny_recipe(tmp_path):
     """test_experiments' tiny Emotion6 recipe as recipes/tiny_e6.yaml of an isolated zoo."""
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "tiny_e6.yaml").write_text(yaml.safe_dump(RECIPE))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "recipes")
-    monkeypatch.setattr(zoo, "SAVED_MODELS_DIR", tmp_path / "saved_models")
-    monkeypatch.setattr(zoo, "_REGISTRY", {})
-    return tmp_path / "recipes" / "tiny_e6.yaml"
+    with registry.using(recipes=tmp_path / "recipes", saved_models=tmp_path / "saved_models"):
+        yield tmp_path / "recipes" / "tiny_e6.yaml"
 
 
 def read_only_open(monkeypatch, below):

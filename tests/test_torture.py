@@ -28,7 +28,7 @@ import yaml
 from PIL import Image, ImageOps
 from test_zoo import TINY
 
-from affect_zoo import data, export, imageio, recipes, zoo
+from affect_zoo import data, export, imageio, registry, zoo
 from affect_zoo.tasks import Task
 from affect_zoo.training import MultiTaskModel
 
@@ -194,9 +194,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("torture")
     (root / "recipes").mkdir()
     (root / "recipes" / "tiny_entry.yaml").write_text(yaml.safe_dump(TINY))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(recipes, "RECIPES_DIR", root / "recipes")
-        patch.setattr(zoo, "_REGISTRY", {})
+    with registry.using(recipes=root / "recipes"):
         keras.utils.set_random_seed(0)
         model = zoo.load("tiny_entry", weights=None)
     weights = root / "tiny.weights.h5"
@@ -324,8 +322,8 @@ CLI_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""
 
 def _cli(tiny, command, *args):
     """argv running ``affect-zoo command ... --weights <tiny> --json`` with the tiny entry's recipe directory."""
-    script = ("import sys, pathlib; from affect_zoo import recipes; "
-              f"recipes.RECIPES_DIR = pathlib.Path({str(tiny.root / 'recipes')!r}); "
+    script = ("import sys; from affect_zoo import registry; "
+              f"registry.set_folders(recipes={str(tiny.root / 'recipes')!r}); "
               "from affect_zoo.cli import main; main(sys.argv[1:])")
     return [sys.executable, "-c", script, command, *args, "--weights", str(tiny.weights), "--json"]
 

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 import affect_zoo
-from affect_zoo import recipes, zoo
+from affect_zoo import recipes, registry, zoo
 
 TINY = {
     "name": "tiny_entry",
@@ -31,21 +31,20 @@ TINY = {
 
 @pytest.fixture
 def zoo_dirs(tmp_path, monkeypatch):
-    """An isolated zoo: recipes/ and saved_models/ in tmp, the registry reset, the cache in tmp."""
+    """An isolated zoo: recipes/ and saved_models/ in tmp, no code-registered entries, the cache in tmp (for the
+    registry and, through $AFFECT_ZOO_HOME, everything else that caches)."""
     (tmp_path / "recipes").mkdir()
     (tmp_path / "saved_models").mkdir()
     (tmp_path / "recipes" / "tiny_entry.yaml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "recipes")
-    monkeypatch.setattr(zoo, "SAVED_MODELS_DIR", tmp_path / "saved_models")
-    monkeypatch.setattr(zoo, "_REGISTRY", {})
     monkeypatch.setenv("AFFECT_ZOO_HOME", str(tmp_path / "cache"))
-    return tmp_path
+    with registry.using(recipes=tmp_path / "recipes", saved_models=tmp_path / "saved_models", cache=tmp_path / "cache"):
+        yield tmp_path
 
 
 @functools.lru_cache(maxsize=None)
 def tiny_weights(tmp_root):
     """Weights of the untrained tiny entry, saved once (building the model is the slow part)."""
-    model = zoo.model_from_recipe(recipes.load_recipe(TINY["name"]))
+    model = zoo.model_from_recipe(registry.load_recipe(TINY["name"]))
     path = f"{tmp_root}/tiny.weights.h5"
     model.network.save_weights(path)  # entry files hold the network only
     return path, model
@@ -57,11 +56,10 @@ def publish(root, weights_path, url=None, sha=None, local=True):
     data = open(weights_path, "rb").read()
     if local:
         (folder / "tiny_entry.weights.h5").write_bytes(data)
-    card = zoo.card_from_recipe(recipes.load_recipe("tiny_entry"))
+    card = zoo.card_from_recipe(registry.load_recipe("tiny_entry"))
     card.weights = {"file": "tiny_entry.weights.h5", "sha256": sha or hashlib.sha256(data).hexdigest(),
                     **({"url": url} if url else {})}
     (folder / "card.json").write_text(json.dumps(card.to_dict(), default=list))
-    zoo._REGISTRY.clear()
 
 
 def test_every_shipped_recipe_is_listed_valid_and_builds_its_card():

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 from affect_zoo.imageio import encode_jpeg
 from affect_zoo.text import Vocabulary, normalize_tags, tokenize
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from affect_zoo.text import OOV, Vocabulary
-from affect_zoo.tfds_common import DataLayoutError
+from tfds_common import DataLayoutError
 
 from . import affect_multimodal_dataset_builder as mm
 
@@ -79,7 +79,7 @@ def test_encoding_matches_an_independent_reading(dummy_build, examples):
 
 
 def test_unreadable_images_are_skipped_recorded_and_the_only_modality_drops_the_record(build, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(mm.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     meta = tfds.builder_from_directory(builder.data_dir).info.metadata

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 from affect_zoo.emotion import EMOTION6
 
 KEYWORDS = ("anger", "disgust", "fear", "joy", "sadness", "surprise")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from affect_zoo.tfds_common import DataLayoutError
+from tfds_common import DataLayoutError
 
 from . import emotion6_dataset_builder as e6
 
@@ -51,7 +51,7 @@ def test_dummy_values_match_the_file(dummy_build, examples):
 
 
 def test_unreadable_images_are_skipped_logged_and_recorded(build, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(e6.Builder, DUMMY)
     warned = {name for name in BAD_FILES if any(name in r.getMessage() for r in caplog.records)}
     assert warned == BAD_FILES

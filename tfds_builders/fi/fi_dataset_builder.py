@@ -11,7 +11,7 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 EMOTIONS = common.MIKELS8_NAMES  # FI's label order: the JSON's label i is EMOTIONS[i]
 SPLIT_FILES = {"train": "train.json", "test": "test.json"}

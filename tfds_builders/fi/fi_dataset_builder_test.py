@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from affect_zoo.imageio import encode_jpeg
-from affect_zoo.tfds_common import DataLayoutError
+from tfds_common import DataLayoutError
 
 from . import fi_dataset_builder as fi
 
@@ -25,7 +25,7 @@ class FiTest(tfds.testing.DatasetBuilderTestCase):
 
 
 def test_dummy_build_skips_and_records_unreadable_images(build, examples, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(fi.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

@@ -7,10 +7,13 @@ python tfds_builders/fi/make_dummy_data.py   (deterministic; rewrites dummy_data
 import json
 import pathlib
 import shutil
+import sys
 
 import numpy as np
 
-from affect_zoo.tfds_common import dummy_jpeg
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tfds_builders/: tfds_common
+
+from tfds_common import dummy_jpeg  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 EMOTIONS = ("Amusement", "Anger", "Awe", "Contentment", "Disgust", "Excitement", "Fear", "Sadness")

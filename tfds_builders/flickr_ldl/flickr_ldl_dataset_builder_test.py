@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 from . import flickr_ldl_dataset_builder as flickr
 
@@ -33,7 +33,7 @@ def raw_votes(path):
 
 
 def test_distributions_are_votes_mapped_by_name_and_normalised(build, examples, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(flickr.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from affect_zoo.tfds_common import DataLayoutError
+from tfds_common import DataLayoutError
 
 from . import mirflickr25k_dataset_builder as mir
 
@@ -29,7 +29,7 @@ def members(concept):
 
 @pytest.mark.parametrize("config, size", [("labels24", 24), ("labels38", 38)])
 def test_labels_match_annotation_files(build, examples, caplog, config, size):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(mir.Builder, DUMMY, config=config)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

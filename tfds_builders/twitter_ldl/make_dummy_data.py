@@ -5,8 +5,11 @@ MATLAB header block; `vote` is MATLAB 8 x 10, i.e. h5py (10, 8)) of made-up vote
 python tfds_builders/twitter_ldl/make_dummy_data.py   (deterministic; rewrites dummy_data/)
 """
 import pathlib
+import sys
 
-from affect_zoo.tfds_common import write_ldl_dummy_data
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tfds_builders/: tfds_common
+
+from tfds_common import write_ldl_dummy_data  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
 MAT_FILE = "twitterldl_config.mat"

@@ -1,9 +1,9 @@
 """Twitter_LDL (Yang, Sun & Sun, AAAI 2017): 10,045 Twitter images with votes of 8 raters over Mikels' eight emotions.
 
-All logic is shared with Flickr_LDL in `affect_zoo.tfds_common.LdlBuilder`: votes read from the MATLAB v7.3
+All logic is shared with Flickr_LDL in `tfds_builders/tfds_common.py` (`LdlBuilder`): votes read from the MATLAB v7.3
 config file, mapped by emotion name to MIKELS8 order, normalised, and split 80/20 with a fixed seed.
 """
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 
 class Builder(common.LdlBuilder):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 from . import twitter_ldl_dataset_builder as twitter
 
@@ -25,7 +25,7 @@ class TwitterLdlTest(tfds.testing.DatasetBuilderTestCase):
 
 
 def test_values_and_skips(build, examples, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(twitter.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

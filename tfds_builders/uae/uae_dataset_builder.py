@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 SPLITS = {"train": "train", "validation": "val", "test": "test"}  # TFDS split → list-file prefix
 TASKS = ("aes", "emo")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from affect_zoo.tfds_common import MIKELS8_NAMES, DataLayoutError
+from tfds_common import MIKELS8_NAMES, DataLayoutError
 
 from . import uae_dataset_builder as uae
 
@@ -41,7 +41,7 @@ def dummy_votes():
 
 
 def test_values_against_the_files(build, examples, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(uae.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from affect_zoo import tfds_common as common
+import tfds_common as common
 
 CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from affect_zoo.imageio import encode_jpeg
-from affect_zoo.tfds_common import DataLayoutError
+from tfds_common import DataLayoutError
 
 from . import voc2007_dataset_builder as voc
 
@@ -37,7 +37,7 @@ def independent_values(main_dir, image_set):
 
 
 def test_dummy_build_labels_difficult_and_skips(build, examples, caplog):
-    with caplog.at_level(logging.WARNING, logger="affect_zoo.tfds_common"):
+    with caplog.at_level(logging.WARNING, logger="tfds_common"):
         builder = build(voc.Builder, DUMMY)
     assert {n for n in BAD_FILES if any(n in r.getMessage() for r in caplog.records)} == BAD_FILES
     reloaded = tfds.builder_from_directory(builder.data_dir)

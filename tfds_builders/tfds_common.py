@@ -1,8 +1,10 @@
-"""Code shared by the TFDS builders in `tfds_builders/`.
+"""Code shared by the TFDS builders in `tfds_builders/` (build time only: not part of the affect_zoo package).
 
-The TFDS CLI imports each builder folder as a standalone top-level module, so anything two builders share lives
-here, in the installed package: manual-dir checks with layout-naming errors, image loading that skips and records
-unreadable files, distribution checks, deterministic seeded splits, and the Flickr_LDL/Twitter_LDL base builder.
+`tfds build tfds_builders/<name>` imports each builder as ``<name>.<name>_dataset_builder`` with `tfds_builders/`
+on ``sys.path`` (pytest does the same, having no ``__init__.py`` there), so this file is the top-level module
+``tfds_common`` for them. It holds what two builders share: manual-dir checks with layout-naming errors, image
+loading that skips and records unreadable files, distribution checks, deterministic seeded splits, and the
+Flickr_LDL/Twitter_LDL base builder.
 """
 from __future__ import annotations
 
