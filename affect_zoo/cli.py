@@ -95,6 +95,8 @@ def cmd_predict(args):
             if key == "image" or isinstance(value, dict) or np.ndim(value) > 0:
                 continue
             parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
+            if key.endswith("_label") and isinstance(row.get(key.removesuffix("_label")), dict):  # how sure
+                parts.append(f"{key}_p={row[key.removesuffix('_label')][value]:.3f}")
         print(f"{row['image']}: {' '.join(parts)}")
     if any("error" in row for row in results):
         sys.exit(1)
@@ -155,6 +157,8 @@ def cmd_rank(args):
 
     if args.top is not None and args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.explain < 0:
+        raise ValueError(f"--explain must be 0 (no Grad-CAM) or more, got {args.explain}")
     model = zoo.load(args.name, weights=args.weights or "default")
     files = len(rank.find_images(args.dir))
     bar = keras.utils.Progbar(files, verbose=0 if files < 8 else 1, unit_name="file")

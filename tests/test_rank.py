@@ -144,6 +144,8 @@ def test_rank_json_is_strict_and_csv_has_every_probability(entry, photos, capsys
 def test_rank_names_a_bad_by_and_a_folder_without_images(entry, photos, capsys, tmp_path):
     status, _, err = run(capsys, "rank", "tiny_rank", str(photos), "--by", "emotion:happy")
     assert status == 2 and "emotion:happy" in err and "emotion:joy" in err and "valence" in err
+    status, _, err = run(capsys, "rank", "tiny_rank", str(photos), "--top", "0")
+    assert status == 2 and "--top must be at least 1, got 0" in err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("no")
     status, _, err = run(capsys, "rank", "tiny_rank", str(tmp_path / "junk"))
@@ -239,6 +241,18 @@ def test_gradcam_one_task_output_and_bad_images(entry, photos, capsys, tmp_path)
     status, _, err = run(capsys, "gradcam", "tiny_rank", str(photos / "a.jpg"), str(photos / "burst" / "f.jpg"),
                          str(photos / "d.jpg"), str(photos / "a.jpg"), "--out", str(tmp_path))
     assert status == 2 and "a_<task>.png" in err
+
+
+def test_predict_text_shows_how_sure_the_label_is(entry, photos, capsys):
+    """The label's probability sits beside it, so a label that disagrees with the polarity reads as what it is:
+    a plurality, while the polarity is the side of the circle the whole distribution points to."""
+    status, out, _ = run(capsys, "predict", "tiny_rank", str(photos / "a.jpg"), str(photos / "b.png"))
+    assert status == 0
+    expected = zoo.predict(entry, [str(photos / "a.jpg"), str(photos / "b.png")])
+    for i, line in enumerate(out.strip().splitlines()):
+        fields = dict(part.split("=", 1) for part in line.split(": ", 1)[1].split())
+        assert fields["emotion_label"] == expected["emotion_label"][i]
+        assert float(fields["emotion_label_p"]) == pytest.approx(expected["emotion"][i].max(), abs=1e-3)
 
 
 def _chromium():
