@@ -2,7 +2,7 @@
 
     import affect_zoo
     affect_zoo.list_models("afi_*")
-    model = affect_zoo.load("afi_vgg16_emotion6")
+    model = affect_zoo.load("afi_efficientnet_lite0_emotion6")
     affect_zoo.predict(model, ["photo.jpg"])
 
 Submodules and the names below are imported when first used (PEP 562), so ``import affect_zoo`` costs nothing

@@ -346,11 +346,11 @@ def parser():
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of entry names (default: all), e.g. 'afi_*'")
     s.add_argument("--pretrained", choices=["yes", "no"], help="only entries with (yes) / without (no) weights")
     _json_flag(s)
-    s = _command(sub, "info", "show an entry's model card", "affect-zoo info afi_vgg16_emotion6 --json", cmd_info,
+    s = _command(sub, "info", "show an entry's model card", "affect-zoo info afi_efficientnet_lite0_emotion6 --json", cmd_info,
                  tensorflow=False)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     _json_flag(s)
-    s = _command(sub, "predict", "score images", "affect-zoo predict afi_vgg16_emotion6 photo.jpg shots/*.png --json",
+    s = _command(sub, "predict", "score images", "affect-zoo predict afi_efficientnet_lite0_emotion6 photo.jpg shots/*.png --json",
                  cmd_predict)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     s.add_argument("images", nargs="+", help="image files (one row each; a folder is an error row: pass DIR/*.jpg)")
@@ -396,13 +396,13 @@ def parser():
                    help="replace an entry already published in the output directory (refused by default)")
     _json_flag(s)
     s = _command(sub, "evaluate", "measure an entry on a split of its dataset",
-                 "affect-zoo evaluate afi_vgg16_emotion6 --split test --data-dir ~/tensorflow_datasets", cmd_evaluate)
+                 "affect-zoo evaluate afi_efficientnet_lite0_emotion6 --split test --data-dir ~/tensorflow_datasets", cmd_evaluate)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     s.add_argument("--split", default="test", help="the split of the entry's dataset (default test)")
     s.add_argument("--data-dir", help="where the TFDS datasets are built")
     _json_flag(s)
     s = _command(sub, "export", "export an entry as a SavedModel in TF Serving's layout",
-                 "affect-zoo export afi_vgg16_emotion6 exports/ --version 2", cmd_export)
+                 "affect-zoo export afi_efficientnet_lite0_emotion6 exports/ --version 2", cmd_export)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     s.add_argument("out_dir", help="base directory; the export goes to OUT_DIR/<name>/<version>/")
     s.add_argument("--version", type=int, default=1, help="TF Serving version number (default 1)")
