@@ -287,12 +287,22 @@ def cmd_export(args):
     from affect_zoo import export, zoo
 
     model = zoo.load(args.name, weights=_existing_file(args.weights, "--weights") or "default")
-    path = export.export_saved_model(model, args.out_dir, version=args.version, name=args.name,
+    version = args.version if args.version is not None else _recipe_export_version(args.name)
+    path = export.export_saved_model(model, args.out_dir, version=version, name=args.name,
                                      overwrite=args.overwrite, max_pixels=args.max_pixels or None)
     if args.json:
         _print_json({"name": args.name, "path": str(path), "outputs": export.output_names(model.tasks)})
     else:
         print(f"exported {args.name} to {path}")
+
+
+def _recipe_export_version(name):
+    """The entry's recipe ``export.version`` (1 for an entry registered in code, which has no recipe)."""
+    from affect_zoo import recipes, registry
+
+    if not recipes.recipe_path(name, registry.folders().recipes).is_file():
+        return recipes.ExportSpec().version
+    return registry.load_recipe(name, components=False).export.version
 
 
 def cmd_serve_config(args):
@@ -405,7 +415,8 @@ def parser():
                  "affect-zoo export afi_efficientnet_lite0_emotion6 exports/ --version 2", cmd_export)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
     s.add_argument("out_dir", help="base directory; the export goes to OUT_DIR/<name>/<version>/")
-    s.add_argument("--version", type=int, default=1, help="TF Serving version number (default 1)")
+    s.add_argument("--version", type=int,
+                   help="TF Serving version number (default: the recipe's export.version, 1 unless it says)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing version")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
     s.add_argument("--max-pixels", type=int, default=imageio.MAX_PIXELS,

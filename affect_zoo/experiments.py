@@ -19,8 +19,8 @@ Families differ in how they train, all as data in the recipe:
   many), and ``prediction`` (the classifier of exactly the present modalities) on all of them.
 """
 import contextlib
-import copy
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -53,17 +53,14 @@ MMEMO_PREDICTION = "prediction"
 
 def optimizer_from_recipe(training, steps_per_epoch):
     """The recipe's optimizer with its learning-rate schedule (constant, step or cosine, with warm-up)."""
-    spec = dict(training["optimizer"])
-    name, rate = spec.pop("name"), float(spec.pop("learning_rate", 1e-3))
-    schedule = dict(training.get("schedule") or {"name": "constant"})
-    kind = schedule.pop("name", "constant")
-    epochs = training["epochs"]
+    spec, schedule = training.optimizer, training.schedule
+    name, rate, kind, epochs = spec.name, float(spec.learning_rate), schedule.name, training.epochs
     if kind == "step":
         rate = keras.optimizers.schedules.ExponentialDecay(
-            rate, decay_steps=max(1, schedule.get("decay_epochs", 10) * steps_per_epoch),
-            decay_rate=schedule.get("decay_rate", 0.1), staircase=True)
+            rate, decay_steps=max(1, schedule.decay_epochs * steps_per_epoch), decay_rate=schedule.decay_rate,
+            staircase=True)
     elif kind == "cosine":
-        warmup = schedule.get("warmup_epochs", 0) * steps_per_epoch
+        warmup = schedule.warmup_epochs * steps_per_epoch
         rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else rate, decay_steps=max(1, epochs * steps_per_epoch - warmup),
             warmup_target=rate if warmup else None, warmup_steps=warmup)
@@ -72,25 +69,24 @@ def optimizer_from_recipe(training, steps_per_epoch):
     optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
     if name not in optimizers:
         raise recipes.RecipeError(f"training.optimizer.name: unknown optimizer {name!r} ({', '.join(optimizers)})")
-    return optimizers[name](learning_rate=rate, **spec)
+    extra = {k: getattr(spec, k) for k in ("momentum", "weight_decay") if getattr(spec, k) is not None}
+    return optimizers[name](learning_rate=rate, **extra)
 
 
 def _pipeline(recipe, split_key, training, data_dir, strategy):
-    dataset = recipe["dataset"]
-    split = (dataset.get("splits") or {}).get(split_key, split_key)
-    source = data.load_split(dataset["name"], split, data_dir=data_dir or dataset.get("data_dir"),
-                             config=dataset.get("config"))
+    dataset = recipe.dataset
+    split = dataset.splits.get(split_key, split_key)
+    source = data.load_split(dataset.name, split, data_dir=data_dir or dataset.data_dir, config=dataset.config)
     replicas = strategy.num_replicas_in_sync
-    size = tuple(recipe["model"].get("input_size", (224, 224)))
-    common = dict(augment=recipe["training"].get("augment") if training else False,
-                  seed=recipe["training"].get("seed", 0), drop_remainder=replicas > 1)
-    if recipe["model"]["family"] == "mmemo":
+    size, batch_size = recipe.model.input_size, recipe.training.batch_size
+    common = dict(augment=dataclasses.asdict(recipe.training.augment) if training else False,
+                  seed=recipe.training.seed, drop_remainder=replicas > 1)
+    if recipe.model.family == "mmemo":
         _check_mmemo_dataset(recipe)
-        return data.make_example_pipeline(source, _mmemo_example, size, recipe["training"]["batch_size"],
-                                          training=training, **common)
+        return data.make_example_pipeline(source, _mmemo_example, size, batch_size, training=training, **common)
     return data.make_pipeline(
-        source, as_tasks(recipe["tasks"]), size, recipe["training"]["batch_size"], training=training,
-        targets=dataset.get("targets") or dataset["name"], ignore=dataset.get("ignore"), **common)
+        source, as_tasks(recipe.tasks), size, batch_size, training=training,
+        targets=dataset.targets or dataset.name, ignore=dataset.ignore, **common)
 
 
 def _mmemo_example(example):
@@ -103,10 +99,10 @@ def _mmemo_example(example):
 def _check_mmemo_dataset(recipe):
     """mmemo's targets are fixed by ``mmemo.training_example`` (the label, for every classifier): a recipe that
     says otherwise would be silently ignored, so it is an error."""
-    dataset = recipe["dataset"]
-    if dataset.get("ignore"):
+    dataset = recipe.dataset
+    if dataset.ignore:
         raise recipes.RecipeError("dataset.ignore: the mmemo family has no multilabel target to ignore labels of")
-    for task, keys in (dataset.get("targets") or {}).items():
+    for task, keys in (dataset.targets or {}).items():
         if ([keys] if isinstance(keys, str) else list(keys)) != ["label"]:
             raise recipes.RecipeError(f"dataset.targets.{task}: mmemo trains every classifier on the example's "
                                       f"label (mmemo.training_example); got {keys!r}")
@@ -132,37 +128,34 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
     ``run_dir`` and ``output_dir`` are checked writable, and ``output_dir`` for room for the weights, before
     training starts.
     """
-    if isinstance(recipe_or_path, dict):
-        recipe = recipes.resolve(recipe_or_path, where=f"recipe {recipe_or_path.get('name', '(unnamed)')!r}",
-                                 recipes_dir=registry.folders().recipes)
-    else:
-        recipe = registry.load_recipe(recipe_or_path)
+    recipe = registry.as_recipe(recipe_or_path)
     output_dir = pathlib.Path(output_dir) if output_dir is not None else registry.folders().saved_models
     for value, flag in ((epochs, "epochs"), (steps_per_epoch, "steps_per_epoch")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{flag} must be an int >= 1, got {value!r}")
-    run_dir = pathlib.Path(run_dir or os.path.join("runs", recipe["name"]))
+    run_dir = pathlib.Path(run_dir or os.path.join("runs", recipe.name))
     with files.run_lock(run_dir) if is_chief() else contextlib.nullcontext():
         return _train_locked(recipe, run_dir, data_dir, epochs, resume, pathlib.Path(output_dir), steps_per_epoch,
                              verbose, overwrite_entry)
 
 
 def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_per_epoch, verbose, overwrite_entry):
-    name, training = recipe["name"], recipe["training"]
     phases = _phases(recipe)
-    for phase in phases or ():
-        phase["epochs"] = phase["epochs"] if epochs is None else min(phase["epochs"], epochs)
-    if phases or epochs is not None:
-        training["epochs"] = sum(p["epochs"] for p in phases) if phases else epochs
+    if phases and epochs is not None:
+        phases = tuple(dataclasses.replace(p, epochs=min(p.epochs, epochs)) for p in phases)
+        recipe = recipe.replace(**{"training.phases": phases, "training.epochs": sum(p.epochs for p in phases)})
+    elif epochs is not None:
+        recipe = recipe.replace(**{"training.epochs": epochs})
+    name = recipe.name
     earlier = (run_dir / "backup").exists() or any(run_dir.glob("phase_*")) or any(run_dir.glob("seed_*"))
     if earlier and not resume:
         raise FileExistsError(f"{run_dir} holds the state of an earlier run: pass --resume to continue it, or "
                               f"choose another --run-dir (nothing was overwritten)")
     _refuse_existing_entry(output_dir / name, overwrite_entry)
     files.check_writable(output_dir)
-    splits = recipe["dataset"].get("splits") or {}
+    splits = recipe.dataset.splits
     test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
-    if training.get("seeds"):
+    if recipe.training.seeds:
         model, produced, assets, wall, more_metrics = _run_seeds(recipe, run_dir, data_dir, steps_per_epoch,
                                                                  verbose, test_split, output_dir)
         measured = more_metrics.pop(test_split)
@@ -198,18 +191,18 @@ def _entry_bytes(model, assets):
 def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir):
     """One training run in ``run_dir`` (resumable); returns the model, what the card's ``produced`` gets, the
     files to ship and the wall time of the finished epochs (summed over resumed processes)."""
-    training = recipe["training"]
-    keras.utils.set_random_seed(training.get("seed", 0))
-    strategy = make_strategy(training.get("strategy", "auto"))
+    training = recipe.training
+    keras.utils.set_random_seed(training.seed)
+    strategy = make_strategy(training.strategy)
     started = time.time()
     train_data = _pipeline(recipe, "train", True, data_dir, strategy)
-    has_validation = "validation" in (recipe["dataset"].get("splits") or {})
+    has_validation = "validation" in recipe.dataset.splits
     validation = _pipeline(recipe, "validation", False, data_dir, strategy) if has_validation else None
     steps = steps_per_epoch or int(train_data.cardinality())
     with strategy.scope():
         model, network_options, assets = _model(recipe, data_dir)
-        if recipe.get("init"):
-            _initialise(model, recipe["init"])
+        if recipe.init:
+            _initialise(model, recipe.init)
     files.check_free_space(output_dir, _entry_bytes(model, assets))
     produced = {"network_options": network_options} if network_options else {}
     if phases:
@@ -220,11 +213,11 @@ def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir
     with strategy.scope():
         model.compile(optimizer=optimizer_from_recipe(training, max(1, steps)))
     history = [_EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
-    model.fit(train_data, validation_data=validation, epochs=training["epochs"], steps_per_epoch=steps_per_epoch,
+    model.fit(train_data, validation_data=validation, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
               callbacks=standard_callbacks(str(run_dir)) + history, verbose=verbose)
     rows = read_history(run_dir)
-    if training.get("select"):
-        produced["selected"] = _select_epoch(model, run_dir, rows, training["select"])
+    if training.select:
+        produced["selected"] = _select_epoch(model, run_dir, rows, training.select)
     return model, produced, assets, sum(float(row.get("epoch_seconds") or 0) for row in rows.values())
 
 
@@ -251,7 +244,7 @@ def read_history(run_dir):
 
 def _select_epoch(model, run_dir, rows, select):
     """Load the checkpoint of the epoch whose validation log is best (``training.select``)."""
-    monitor, mode = select["monitor"], select.get("mode", "min")
+    monitor, mode = select.monitor, select.mode
     values = {epoch: float(row[monitor]) for epoch, row in rows.items() if row.get(monitor) not in (None, "")}
     values = {epoch: value for epoch, value in values.items() if np.isfinite(value)}
     if not values:
@@ -269,15 +262,14 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, 
     time and the metrics: ``{test_split: shipped seed's, "validation": shipped seed's, f"{test_split}_over_seeds":
     {seeds, shipped_seed, mean, sd, per_seed}}``.
     """
-    seeds, select = recipe["training"]["seeds"], recipe["training"]["select"]
+    seeds, select = recipe.training.seeds, recipe.training.select
     records = {}
     for seed in seeds:
         folder = run_dir / f"seed_{seed}"
         if (folder / SEED_DONE).is_file():
             records[seed] = json.loads((folder / SEED_DONE).read_text())
             continue
-        run = copy.deepcopy(recipe)
-        run["training"]["seed"] = seed
+        run = recipe.replace(**{"training.seed": seed})
         model, produced, _, wall = _run(run, folder, data_dir, None, steps_per_epoch, verbose, output_dir)
         record = {"seed": seed, "wall_time_s": round(wall, 1), "selected": produced["selected"],
                   "validation": evaluate(model, run, split="validation", data_dir=data_dir),
@@ -285,7 +277,7 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, 
         save_weights_atomically(model.network, folder / SEED_WEIGHTS)
         files.atomic_write_text(folder / SEED_DONE, json.dumps(record, indent=1, default=_jsonable) + "\n")
         records[seed] = record
-    best = min if select.get("mode", "min") == "min" else max
+    best = min if select.mode == "min" else max
     shipped = best(seeds, key=lambda s: records[s]["selected"]["value"])
     keras.utils.set_random_seed(shipped)
     model, network_options, assets = _model(recipe, data_dir)
@@ -296,7 +288,7 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, 
     if network_options:
         produced["network_options"] = network_options
     summary = {"seeds": list(seeds), "shipped_seed": shipped,
-               "shipped_because": f"best validation {select['monitor']} ({select.get('mode', 'min')}) at its "
+               "shipped_because": f"best validation {select.monitor} ({select.mode}) at its "
                                   f"selected epoch",
                "mean": mean, "sd": sd, "per_seed": {str(s): records[s][test_split] for s in seeds}}
     metrics = {test_split: records[shipped][test_split], "validation": records[shipped]["validation"],
@@ -340,24 +332,22 @@ def over_seeds(results):
 def _model(recipe, data_dir):
     """The untrained model of a recipe, the network options its dataset fixed (for the card; {} unless mmemo) and
     the files to ship beside the weights ({filename: text})."""
-    spec = recipe["model"]
-    if spec["family"] != "mmemo":
-        return zoo.model_from_recipe(recipe, backbone_weights=spec.get("weights")), {}, {}
-    dataset = recipe["dataset"]
-    metadata = data.load_metadata(dataset["name"], data_dir=data_dir or dataset.get("data_dir"),
-                                  config=dataset.get("config"))
+    spec = recipe.model
+    if spec.family != "mmemo":
+        return zoo.model_from_recipe(recipe, backbone_weights=spec.weights), {}, {}
+    dataset = recipe.dataset
+    metadata = data.load_metadata(dataset.name, data_dir=data_dir or dataset.data_dir, config=dataset.config)
     classes = list(metadata["classes"])
-    for i, task in enumerate(recipe["tasks"]):
+    for i, task in enumerate(recipe.tasks):
         if task.get("size") != len(classes):
-            raise recipes.RecipeError(f"tasks[{i}].size: {task.get('size')}, but dataset {dataset['name']!r} has "
+            raise recipes.RecipeError(f"tasks[{i}].size: {task.get('size')}, but dataset {dataset.name!r} has "
                                       f"{len(classes)} classes ({', '.join(classes)})")
     fixed = mmemo.dataset_options(metadata)
-    options = dict(spec.get("options") or {})
+    options = dict(spec.options)
     clash = sorted(set(options) & set(fixed))
     if clash:
         raise recipes.RecipeError(f"model.options.{clash[0]}: mmemo takes it from the dataset's metadata; remove it")
-    size = tuple(spec.get("input_size", (224, 224)))
-    network = mmemo.build_for_dataset(spec["backbone"], metadata, (*size, 3), weights=spec.get("weights"),
+    network = mmemo.build_for_dataset(spec.backbone, metadata, (*spec.input_size, 3), weights=spec.weights,
                                       **options)
     # The trained embedding is in the weights: a rebuild needs its width, not the word-vector file.
     network_options = {**fixed, "text_embedding_dim": int(network.get_layer("text_embedding").output_dim),
@@ -368,27 +358,27 @@ def _model(recipe, data_dir):
 
 
 def _phases(recipe):
-    """The recipe's training phases, checked against semdep's stages (a copy), or None."""
-    phases = copy.deepcopy(recipe["training"].get("phases"))
+    """The recipe's training phases (``PhaseSpec``s), checked against semdep's stages, or None."""
+    phases = recipe.training.phases
     if not phases:
         return None
-    family = recipe["model"]["family"]
+    family = recipe.model.family
     if family != "semdep":
         raise recipes.RecipeError(f"training.phases: only the semdep family trains in phases, not {family!r}")
     for i, phase in enumerate(phases):
-        if phase["name"] not in semdep.PHASE_NAMES:
-            raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase['name']!r}; semdep's "
+        if phase.name not in semdep.PHASE_NAMES:
+            raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase.name!r}; semdep's "
                                       f"phases are {', '.join(semdep.PHASE_NAMES)}")
-        parts = semdep.phase_parts(phase["name"], _attention_mode(recipe))
-        if "trainable" in phase and sorted(phase["trainable"]) != sorted(parts):
-            raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase['name']!r} trains "
-                                      f"{list(parts)}, the recipe says {phase['trainable']}")
+        parts = semdep.phase_parts(phase.name, _attention_mode(recipe))
+        if phase.trainable is not None and sorted(phase.trainable) != sorted(parts):
+            raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase.name!r} trains "
+                                      f"{list(parts)}, the recipe says {list(phase.trainable)}")
     return phases
 
 
 def _attention_mode(recipe):
     """The semdep recipe's ``model.options.attention`` (default: the paper's "maps"), checked."""
-    mode = (recipe["model"].get("options") or {}).get("attention", "maps")
+    mode = recipe.model.options.get("attention", "maps")
     if mode not in semdep.ATTENTION_MODES:
         raise recipes.RecipeError(f"model.options.attention: {mode!r} is not one of {semdep.ATTENTION_MODES}")
     return mode
@@ -397,31 +387,31 @@ def _attention_mode(recipe):
 def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
                   verbose):
     """Train the model's semdep network stage by stage (see ``train``); returns, per phase, what it did."""
-    network, training = model.network, recipe["training"]
-    task = as_tasks(recipe["tasks"])[0]
+    network, training = model.network, recipe.training
+    task = as_tasks(recipe.tasks)[0]
     done = []
     for k, phase in enumerate(phases, start=1):
-        folder = run_dir / f"phase_{k}_{phase['name']}"
-        tasks = semdep.phase_tasks(task, phase["name"], semdep.attention_mode(network))
-        rate = float(phase.get("learning_rate", training["optimizer"].get("learning_rate", 1e-3)))
-        record = {"name": phase["name"], "epochs": phase["epochs"], "learning_rate": rate, "output": tasks[0].name,
+        folder = run_dir / f"phase_{k}_{phase.name}"
+        tasks = semdep.phase_tasks(task, phase.name, semdep.attention_mode(network))
+        rate = float(phase.learning_rate or training.optimizer.learning_rate)
+        record = {"name": phase.name, "epochs": phase.epochs, "learning_rate": rate, "output": tasks[0].name,
                   "skipped": (folder / PHASE_DONE).is_file()}
         if record["skipped"]:  # finished by an earlier run: start the next phase from its weights
             network.load_weights(str(folder / PHASE_WEIGHTS))
             done.append(record)
             continue
-        semdep.phase_trainable(network, phase["name"])
+        semdep.phase_trainable(network, phase.name)
 
-        def rename(x, y, name=phase["name"], attention=semdep.attention_mode(network)):
+        def rename(x, y, name=phase.name, attention=semdep.attention_mode(network)):
             return x, semdep.phase_targets(y, task.name, name, attention)
 
-        stage_training = {**training, "epochs": phase["epochs"],
-                          "optimizer": {**training["optimizer"], "learning_rate": rate}}
+        stage_training = dataclasses.replace(training, epochs=phase.epochs,
+                                             optimizer=dataclasses.replace(training.optimizer, learning_rate=rate))
         with strategy.scope():
             stage = zoo.multitask_model(recipe, network, tasks=tasks)
             stage.compile(optimizer=optimizer_from_recipe(stage_training, max(1, steps)))
         stage.fit(train_data.map(rename), validation_data=validation.map(rename) if validation else None,
-                  epochs=phase["epochs"], steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
+                  epochs=phase.epochs, steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
                   verbose=verbose)
         save_weights_atomically(network, folder / PHASE_WEIGHTS)
         files.atomic_write_text(folder / PHASE_DONE, json.dumps({**record, "phase": k, "finished": time.time()}) + "\n")
@@ -460,7 +450,7 @@ def predictions_and_targets(model, recipe, split, data_dir=None):
 def _evaluated_tasks(recipe, tasks):
     """The tasks measured on a test split: the model's, plus mmemo's ``prediction`` (not trained, so no task)."""
     tasks = list(tasks)
-    if recipe["model"]["family"] == "mmemo":
+    if recipe.model.family == "mmemo":
         tasks.append(Task(MMEMO_PREDICTION, "classification", tasks[0].size, labels=tasks[0].labels))
     return tasks
 
@@ -468,7 +458,7 @@ def _evaluated_tasks(recipe, tasks):
 def _batches(recipe, split, data_dir):
     """``(x, targets, rows)`` per batch of a split's evaluation pipeline, targets as NumPy and ``rows[task]`` the
     boolean mask of the samples the task applies to (non-zero sample weight)."""
-    mmemo_family = recipe["model"]["family"] == "mmemo"
+    mmemo_family = recipe.model.family == "mmemo"
     for element in _pipeline(recipe, split, False, data_dir, tf.distribute.get_strategy()):
         x, y, weights = keras.utils.unpack_x_y_sample_weight(element)
         y = {k: np.asarray(v) for k, v in y.items()}
@@ -511,7 +501,7 @@ def task_metrics(tasks, outputs, targets):
 def evaluate(model_or_name, recipe=None, split="test", data_dir=None):
     """Metrics of a model (or entry name) on a split of its recipe's dataset."""
     model = zoo.load(model_or_name) if isinstance(model_or_name, str) else model_or_name
-    recipe = recipe or registry.load_recipe(model_or_name if isinstance(model_or_name, str) else model.name)
+    recipe = registry.as_recipe(recipe or (model_or_name if isinstance(model_or_name, str) else model.name))
     outputs, targets = predictions_and_targets(model, recipe, split, data_dir)
     return task_metrics(_evaluated_tasks(recipe, model.tasks), outputs, targets)
 
@@ -520,7 +510,8 @@ def trivial_baseline(recipe, split="test", data_dir=None):
     """The metrics of predicting the training-set mean target (distribution, regression), the class frequencies
     or each label's positive rate (multilabel, ignored labels left out), measured on ``split`` exactly as the
     model is."""
-    tasks = _evaluated_tasks(recipe, as_tasks(recipe["tasks"]))
+    recipe = registry.as_recipe(recipe)
+    tasks = _evaluated_tasks(recipe, as_tasks(recipe.tasks))
     means = _targets(recipe, "train", data_dir, tasks)
     targets = _targets(recipe, split, data_dir, tasks)
     outputs = {}
@@ -567,7 +558,7 @@ def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split,
     after a free-space check, so ``output_dir/<name>/`` is either the old entry or the complete new one; an
     existing entry is replaced only with ``overwrite``. A full or read-only disk is one ``files.DiskError``.
     """
-    name = recipe["name"]
+    name = recipe.name
     folder = pathlib.Path(output_dir) / name
     _refuse_existing_entry(folder, overwrite)
     files.make_dirs(folder.parent)
@@ -590,7 +581,7 @@ def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split,
 
 def _write_entry_files(folder, model, recipe, measured, baseline, wall_time, split, data_dir, produced, assets,
                        more_metrics):
-    name = recipe["name"]
+    name = recipe.name
     weights_file = folder / f"{name}.weights.h5"
     model.network.save_weights(str(weights_file))  # the network only: a compiled model's file holds the optimizer
     stored = _store_dtype(model, recipe, weights_file, measured, split, data_dir)
@@ -608,11 +599,11 @@ def _write_entry_files(folder, model, recipe, measured, baseline, wall_time, spl
     card.produced = {"recipe": f"recipes/{name}.yaml", "commit": _commit(), "wall_time_s": round(wall_time, 1),
                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["affect-zoo"] + sys.argv[1:]) if sys.argv else "",
-                     "data_split": recipe["dataset"].get("splits", {}), "evaluated_on": split,
-                     "epochs": recipe["training"]["epochs"], **(produced or {})}
+                     "data_split": dict(recipe.dataset.splits), "evaluated_on": split,
+                     "epochs": recipe.training.epochs, **(produced or {})}
     card.produced.update(stored)
-    backbone = recipe["model"].get("backbone")
-    if recipe["model"].get("weights") == "imagenet" and backbone in imagenet_packages.SOURCES:
+    backbone = recipe.model.backbone
+    if recipe.model.weights == "imagenet" and backbone in imagenet_packages.SOURCES:
         card.produced["init"] = imagenet_packages.provenance(backbone)
     if assets:
         card.produced["assets"] = sorted(assets)
@@ -628,7 +619,7 @@ def _store_dtype(model, recipe, weights_file, measured, split, data_dir):
     again; if any metric moves by more than ``FLOAT16_TOLERANCE`` the float32 file is kept instead. Returns
     ``{"measured", "dtype"}`` and, for float16, ``float16_max_metric_change``.
     """
-    if recipe["model"].get("weights_dtype", "float32") == "float32":
+    if recipe.model.weights_dtype == "float32":
         return {"measured": measured, "dtype": "float32"}
     full = model.network.get_weights()
     _cast_h5(weights_file, np.float16)

@@ -3,7 +3,8 @@
 A recipe may start with ``extends: <other recipe name>``: it is then that recipe deep-merged with this one's keys
 (lists and scalars replace, mappings merge), so a baseline states only how it differs from its method.
 
-Schema (every key optional unless marked required; unknown keys and wrong types are errors naming the key)::
+Schema (generated from the spec classes below, whose field defaults are the only defaults; every key optional unless
+marked required; unknown keys and wrong types are errors naming the key)::
 
     name: str (required)              description: str           reference: str
     dataset: {name: str (required), config: str, data_dir: str, licence: str,
@@ -63,22 +64,171 @@ def data_dir(name):
 RECIPES_DIR = data_dir("recipes")
 
 ANY = object()
-SCHEMA = {
-    "name": str, "description": str, "reference": str, "extends": str, "init": str,
-    "dataset": {"name": str, "config": str, "data_dir": str, "licence": str,
-                "splits": {"train": str, "validation": str, "test": str}, "targets": ANY, "ignore": dict},
-    "model": {"family": str, "architecture": str, "backbone": str, "input_size": list, "weights": str,
-              "weights_dtype": str, "options": ANY},
-    "tasks": list,
-    "training": {"optimizer": {"name": str, "learning_rate": float, "momentum": float, "weight_decay": float},
-                 "schedule": {"name": str, "warmup_epochs": int, "decay_epochs": int, "decay_rate": float},
-                 "epochs": int, "batch_size": int, "balancer": ANY, "strategy": str, "seed": int,
-                 "seeds": list, "select": {"monitor": str, "mode": str},
-                 "augment": {"crop": bool, "flip": bool, "randaugment": bool, "resize_shorter": int},
-                 "phases": list},
-    "export": {"version": int},
-}
-PHASE_SCHEMA = {"name": str, "epochs": int, "trainable": list, "learning_rate": float}
+
+
+def _field(default=None, yaml=None):
+    """A recipe field: its default (the one place it is set) and, when the YAML type differs from the stored one
+    (lists stored as tuples, free-form mappings), the type the YAML must have (``ANY``: checked elsewhere)."""
+    factory = default if callable(default) else None
+    kwargs = {"default_factory": factory} if factory else {"default": default}
+    return dataclasses.field(metadata={"yaml": yaml} if yaml is not None else {}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adam"
+    learning_rate: float = 1e-4
+    momentum: float = None
+    weight_decay: float = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+    name: str = "constant"
+    warmup_epochs: int = 0
+    decay_epochs: int = 10
+    decay_rate: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    """The training view; ``resize_shorter``: shorter side to it, then an ``input_size`` crop."""
+
+    crop: bool = True
+    flip: bool = True
+    randaugment: bool = False
+    resize_shorter: int = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectSpec:
+    monitor: str = None
+    mode: str = "min"
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseSpec:
+    name: str = None
+    epochs: int = None
+    trainable: tuple = _field(None, yaml=list)
+    learning_rate: float = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec:
+    optimizer: OptimizerSpec = _field(OptimizerSpec)
+    schedule: ScheduleSpec = _field(ScheduleSpec)
+    epochs: int = 10
+    batch_size: int = 32
+    balancer: dict = _field(lambda: {"name": "fixed"}, yaml=ANY)
+    strategy: str = "auto"
+    seed: int = 0
+    seeds: tuple = _field(None, yaml=list)
+    select: SelectSpec = None
+    augment: AugmentSpec = _field(AugmentSpec)
+    phases: tuple = _field(tuple, yaml=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str = None
+    config: str = None
+    data_dir: str = None
+    licence: str = ""
+    splits: dict = _field(dict, yaml={"train": str, "validation": str, "test": str})
+    targets: dict = _field(None, yaml=ANY)
+    ignore: dict = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    family: str = None
+    architecture: str = None
+    backbone: str = None
+    input_size: tuple = _field((224, 224), yaml=list)
+    weights: str = None
+    weights_dtype: str = "float32"
+    options: dict = _field(dict, yaml=ANY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSpec:
+    """``version``: the SavedModel version ``affect-zoo export`` writes when none is given."""
+
+    version: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated recipe: every default is a field default of these classes (read nowhere else). Frozen; derive a
+    changed one with ``dataclasses.replace`` (or ``Recipe.replace`` for nested fields)."""
+
+    name: str = None
+    description: str = ""
+    reference: str = ""
+    init: str = None
+    dataset: DatasetSpec = _field(DatasetSpec)
+    model: ModelSpec = _field(ModelSpec)
+    tasks: tuple = _field(tuple, yaml=list)
+    training: TrainingSpec = _field(TrainingSpec)
+    export: ExportSpec = _field(ExportSpec)
+
+    def replace(self, **changes):
+        """A copy with dotted fields changed: ``recipe.replace(**{"training.epochs": 2})``."""
+        out = self
+        for path, value in changes.items():
+            out = _replace_path(out, path.split("."), value)
+        return out
+
+    def to_dict(self):
+        """The recipe as plain YAML-able data (tuples as lists, unset optional fields left out)."""
+        return _plain(self)
+
+
+def _replace_path(node, keys, value):
+    if len(keys) == 1:
+        return dataclasses.replace(node, **{keys[0]: value})
+    return dataclasses.replace(node, **{keys[0]: _replace_path(getattr(node, keys[0]), keys[1:], value)})
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _schema(cls):
+    """The YAML schema of a spec class: its fields, their YAML types, nested specs as nested schemas."""
+    schema = {}
+    for f in dataclasses.fields(cls):
+        kind = f.metadata.get("yaml", f.type)
+        schema[f.name] = _schema(kind) if dataclasses.is_dataclass(kind) else kind
+    return schema
+
+
+def _build(cls, raw):
+    """A spec from validated YAML data: nested mappings become their spec classes, lists tuples."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw or raw[f.name] is None:
+            continue
+        value = raw[f.name]
+        if dataclasses.is_dataclass(f.type):
+            value = _build(f.type, value)
+        elif f.type is tuple:
+            value = tuple(_build(PhaseSpec, v) if cls is TrainingSpec and f.name == "phases" else v
+                          for v in value)
+        values[f.name] = copy.deepcopy(value)
+    return cls(**values)
+
+
+SCHEMA = {**_schema(Recipe), "extends": str}  # extends is resolved away before a Recipe is built
+PHASE_SCHEMA = _schema(PhaseSpec)
 REQUIRED = [("name",), ("dataset", "name"), ("model", "family"), ("model", "backbone"), ("tasks",)]
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -122,10 +272,6 @@ RANGES = {
     "training.phases[].learning_rate": Range(0, low_open=True),
     "export.version": Range(1),
 }
-TRAINING_DEFAULTS = {"optimizer": {"name": "adam", "learning_rate": 1e-4}, "epochs": 10, "batch_size": 32,
-                     "balancer": {"name": "fixed"}, "strategy": "auto", "seed": 0,
-                     "augment": {"crop": True, "flip": True, "randaugment": False}}
-
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and the key."""
@@ -140,7 +286,7 @@ def recipe_path(name_or_path, recipes_dir=None):
 
 
 def load_recipe(name_or_path, recipes_dir=None, components=True):
-    """Read, resolve ``extends`` and validate a recipe; returns a plain dict with training defaults filled in.
+    """Read, resolve ``extends`` and validate a recipe; returns a frozen ``Recipe``.
     ``components=False``: without the strategy and balancer checks (no TensorFlow import)."""
     path = recipe_path(name_or_path, recipes_dir)
     return resolve(_read(path), where=str(path), recipes_dir=recipes_dir or path.parent, stem=path.stem,
@@ -149,7 +295,7 @@ def load_recipe(name_or_path, recipes_dir=None, components=True):
 
 def resolve(raw, where="recipe", recipes_dir=None, stem=None, components=True):
     """A recipe given as a dict (``experiments.train(dict)``), treated as a file is: ``extends`` resolved (from
-    ``recipes_dir``, default ``RECIPES_DIR``), validated (errors name ``where``), training defaults filled in."""
+    ``recipes_dir``, default ``RECIPES_DIR``), validated (errors name ``where``); returns a frozen ``Recipe``."""
     raw = copy.deepcopy(raw)
     seen = [stem or str(raw.get("name", where))]
     while "extends" in raw:
@@ -159,8 +305,9 @@ def resolve(raw, where="recipe", recipes_dir=None, stem=None, components=True):
         seen.append(parent_name)
         raw = _merge(_read(recipe_path(parent_name, recipes_dir or RECIPES_DIR)), raw)
     validate(raw, where=where, components=components)
-    recipe = copy.deepcopy(raw)
-    recipe["training"] = _merge(TRAINING_DEFAULTS, recipe.get("training", {}))
+    recipe = _build(Recipe, raw)
+    if recipe.training.phases and (raw.get("training") or {}).get("epochs") is None:
+        recipe = recipe.replace(**{"training.epochs": sum(p.epochs for p in recipe.training.phases)})
     return recipe
 
 

@@ -177,6 +177,16 @@ def load_recipe(name_or_path, components=True):
     return recipes.load_recipe(name_or_path, recipes_dir=_recipes_dir_for(name_or_path), components=components)
 
 
+def as_recipe(recipe, components=True):
+    """``recipes.as_recipe`` with names and ``extends`` looked up in the recipes folder in use."""
+    if isinstance(recipe, recipes.Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return recipes.resolve(recipe, where=f"recipe {recipe.get('name', '(unnamed)')!r}",
+                               recipes_dir=folders().recipes, components=components)
+    return load_recipe(recipe, components=components)
+
+
 def _recipes_dir_for(name_or_path):
     """The folder a recipe's name and its ``extends`` resolve in: the recipes folder for a name, the file's own
     folder for a path."""
@@ -211,12 +221,11 @@ def _card_for_recipe(name):
 
 def card_from_recipe(recipe):
     """A card with what a recipe says (no weights, no metrics): what an untrained entry shows."""
-    model, dataset = recipe["model"], recipe["dataset"]
-    tasks = as_tasks(recipe["tasks"])
+    recipe = as_recipe(recipe, components=False)
+    model, dataset = recipe.model, recipe.dataset
+    tasks = as_tasks(recipe.tasks)
     return ModelCard(
-        name=recipe["name"], description=recipe.get("description", ""), family=model["family"],
-        architecture=model.get("architecture", ""), backbone=model["backbone"],
-        input_size=tuple(model.get("input_size", (224, 224))), dataset=dataset["name"],
-        split=dataset.get("splits", {}), licence=dataset.get("licence", ""),
-        reference=recipe.get("reference", ""), tasks=[t.get_config() for t in tasks],
-        outputs=describe_outputs(tasks), recipe=f"recipes/{recipe['name']}.yaml")
+        name=recipe.name, description=recipe.description, family=model.family,
+        architecture=model.architecture or "", backbone=model.backbone, input_size=model.input_size,
+        dataset=dataset.name, split=dict(dataset.splits), licence=dataset.licence, reference=recipe.reference,
+        tasks=[t.get_config() for t in tasks], outputs=describe_outputs(tasks), recipe=f"recipes/{recipe.name}.yaml")

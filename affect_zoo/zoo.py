@@ -55,28 +55,28 @@ def _recipe_builder(name):
         stored = registry.stored_card(name)
         network_options = (stored or {}).get("produced", {}).get("network_options")
         if network_options:
-            recipe["model"]["options"] = {**(recipe["model"].get("options") or {}), **network_options}
+            recipe = recipe.replace(**{"model.options": {**recipe.model.options, **network_options}})
         return model_from_recipe(recipe, backbone_weights=backbone_weights)
     return build
 
 
 def model_from_recipe(recipe, backbone_weights=None):
     """The untrained MultiTaskModel a recipe describes (compiled by the trainer, not here)."""
-    model = recipe["model"]
-    tasks = as_tasks(recipe["tasks"])
-    options = dict(model.get("options") or {})
-    size = tuple(model.get("input_size", (224, 224)))
-    network = build_network(model["family"], backbone=model["backbone"], tasks=tasks, input_shape=(*size, 3),
-                            weights=backbone_weights, architecture=model.get("architecture"), **options)
+    recipe = registry.as_recipe(recipe)
+    model = recipe.model
+    network = build_network(model.family, backbone=model.backbone, tasks=as_tasks(recipe.tasks),
+                            input_shape=(*model.input_size, 3), weights=backbone_weights,
+                            architecture=model.architecture, **model.options)
     return multitask_model(recipe, network)
 
 
 def multitask_model(recipe, network, tasks=None):
     """``network`` wrapped for training as the recipe says (its balancer), on ``tasks`` (default: the recipe's);
     for networks built outside ``model_from_recipe`` (from dataset metadata, or one stage of a phased run)."""
-    balancer = dict(recipe.get("training", {}).get("balancer") or {"name": "fixed"})
-    return MultiTaskModel(network, tasks=as_tasks(tasks or recipe["tasks"]),
-                          balancer=balancing.get(balancer.pop("name"), **balancer), name=recipe["name"])
+    recipe = registry.as_recipe(recipe)
+    balancer = dict(recipe.training.balancer)
+    return MultiTaskModel(network, tasks=as_tasks(tasks or recipe.tasks),
+                          balancer=balancing.get(balancer.pop("name"), **balancer), name=recipe.name)
 
 
 def load(name, weights="default"):

@@ -68,8 +68,8 @@ def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
 def test_trivial_baseline_predicts_the_training_mean(trained):
     root, card, data_dir = trained
     recipe = registry.load_recipe("tiny_e6")
-    train_targets = experiments._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
-    test_targets = experiments._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe["tasks"]))
+    train_targets = experiments._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
+    test_targets = experiments._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
     mean = train_targets["va"][:, 0].mean()
     expected = np.mean(np.abs(test_targets["va"][:, 0] - mean))
     assert card["baselines"]["train_mean"]["test"]["valence"]["mae"] == pytest.approx(expected, rel=1e-5)
@@ -117,6 +117,18 @@ def test_cli_export_and_serve_config(trained, tmp_path, capsys):
     cli.main(["serve-config", str(out)])
     config = (out / "models.config").read_text()
     assert 'name: "tiny_e6"' in config and str(out / "tiny_e6") in config
+
+
+def test_cli_export_writes_the_recipes_export_version_unless_told_another(trained, tmp_path, monkeypatch, capsys):
+    from affect_zoo import cli
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "tiny_e6.yaml").write_text(yaml.safe_dump({**RECIPE, "export": {"version": 4}}))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "recipes")
+    cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--json"])
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "4")
+    cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--version", "7", "--json"])
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "7")
 
 
 def test_fine_tuning_starts_from_another_entry_by_layer_name(trained):

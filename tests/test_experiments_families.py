@@ -95,7 +95,7 @@ def test_phases_ran_in_order_and_each_moved_only_its_parts(semdep_run):
 
 def test_difficult_labels_arrive_as_minus_one(voc2007_dummy_data_dir):
     data_dir = voc2007_dummy_data_dir
-    recipe = json.loads(json.dumps(SEMDEP))
+    recipe = recipes.resolve(SEMDEP)
     builder = tfds.builder_from_directory(str(data_dir / "voc2007" / "1.0.0"))
     ignored = 0
     for split in ("train", "validation", "test"):
@@ -183,7 +183,7 @@ def test_phase_recipe_errors_name_the_key(edit, message):
     recipe = json.loads(json.dumps(SEMDEP))
     edit(recipe)
     with pytest.raises(recipes.RecipeError, match=message):
-        experiments._phases(recipe)
+        experiments._phases(recipes.resolve(recipe))
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -100,14 +100,14 @@ def test_select_loads_the_best_epochs_checkpoint(tmp_path):
         model.save_weights(str(tmp_path / "checkpoints" / f"epoch_{epoch:03d}.weights.h5"))
     (tmp_path / experiments.HISTORY).write_text("epoch,loss,val_loss\n0,1.0,0.5\n1,0.9,0.3\n2,0.8,0.4\n")
     rows = experiments.read_history(tmp_path)
-    chosen = experiments._select_epoch(model, tmp_path, rows, {"monitor": "val_loss", "mode": "min"})
+    chosen = experiments._select_epoch(model, tmp_path, rows, recipes.SelectSpec("val_loss", "min"))
     assert chosen["epoch"] == 2 and chosen["value"] == pytest.approx(0.3)
     np.testing.assert_array_equal(model.get_layer("d").kernel, kernels[2])
-    chosen = experiments._select_epoch(model, tmp_path, rows, {"monitor": "val_loss", "mode": "max"})
+    chosen = experiments._select_epoch(model, tmp_path, rows, recipes.SelectSpec("val_loss", "max"))
     assert chosen["epoch"] == 1
     np.testing.assert_array_equal(model.get_layer("d").kernel, kernels[1])
     with pytest.raises(ValueError, match="val_top1"):
-        experiments._select_epoch(model, tmp_path, rows, {"monitor": "val_top1"})
+        experiments._select_epoch(model, tmp_path, rows, recipes.SelectSpec("val_top1"))
 
 
 @pytest.mark.parametrize("change,message", [

@@ -1,6 +1,7 @@
 """Recipe validation of numbers, names, tasks and balancer options: every error names the file and the field, for
 a YAML file and for a dict given to ``experiments.train`` alike, before anything is built or trained."""
 import copy
+import dataclasses
 
 import pytest
 import yaml
@@ -99,3 +100,30 @@ def test_cli_epochs_zero_is_a_one_line_error_and_publishes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.strip() == "affect-zoo: error: epochs must be an int >= 1, got 0"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_is_parsed_once_into_frozen_typed_specs_with_every_default_from_the_spec_classes():
+    recipe = recipes.resolve(RECIPE)
+    assert isinstance(recipe.training.optimizer, recipes.OptimizerSpec) and recipe.training.optimizer.learning_rate == 0.001
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.training.epochs = 5
+    bare = recipes.resolve({k: v for k, v in RECIPE.items() if k != "training"})
+    assert bare.training == recipes.TrainingSpec() and bare.export == recipes.ExportSpec()
+    assert (bare.training.optimizer.name, bare.training.optimizer.learning_rate, bare.training.epochs) == ("adam", 1e-4, 10)
+    assert recipes.resolve(edited("model.input_size", None)).model.input_size == recipes.ModelSpec().input_size
+
+
+def test_replace_derives_a_new_recipe_and_to_dict_round_trips():
+    recipe = recipes.resolve(RECIPE)
+    shorter = recipe.replace(**{"training.epochs": 1, "training.optimizer.learning_rate": 0.5})
+    assert (shorter.training.epochs, shorter.training.optimizer.learning_rate) == (1, 0.5)
+    assert recipe.training.epochs == RECIPE["training"]["epochs"]
+    assert recipes.resolve(recipe.to_dict()) == recipe
+    assert recipe.to_dict()["model"]["input_size"] == RECIPE["model"]["input_size"]
+
+
+def test_the_schema_is_the_spec_classes_fields():
+    assert set(recipes.SCHEMA["training"]) == {f.name for f in dataclasses.fields(recipes.TrainingSpec)}
+    assert set(recipes.SCHEMA["model"]) == {f.name for f in dataclasses.fields(recipes.ModelSpec)}
+    assert recipes.SCHEMA["training"]["optimizer"]["learning_rate"] is float
+

@@ -47,13 +47,13 @@ def test_semdep_voc2007_has_the_papers_training_protocol():
     """Xue et al. 2019 on VOC2007: lr 0.001 divided by 10 every 30 epochs, weight decay 0.0005, batch 24, trained
     on trainval (5,011 images)."""
     recipe = recipes.load_recipe("semdep_densenet121_voc2007")
-    training = recipe["training"]
-    assert (training["optimizer"]["learning_rate"], training["optimizer"]["weight_decay"]) == (0.001, 0.0005)
-    assert training["schedule"] == {"name": "step", "decay_epochs": 30, "decay_rate": 0.1}
-    assert training["batch_size"] == 24 and {p["learning_rate"] for p in training["phases"]} == {0.001}
-    splits = recipe["dataset"]["splits"]
+    training = recipe.training
+    assert (training.optimizer.learning_rate, training.optimizer.weight_decay) == (0.001, 0.0005)
+    assert (training.schedule.name, training.schedule.decay_epochs, training.schedule.decay_rate) == ("step", 30, 0.1)
+    assert training.batch_size == 24 and {p.learning_rate for p in training.phases} == {0.001}
+    splits = recipe.dataset.splits
     assert splits["train"] == "train+validation" and "validation" not in splits
-    assert recipe["model"]["options"]["attention"] == "maps"
+    assert recipe.model.options["attention"] == "maps"
     card = zoo.model_card("semdep_densenet121_voc2007")
     assert "Reported figure: map_11point" in " ".join(card.description.split())
 
@@ -69,27 +69,27 @@ def test_voc2007_trainval_split_reads_train_and_validation(voc2007_dummy_data_di
 def test_circle_fi_has_the_papers_view_and_optimizer():
     """Yang et al. 2021 (seed 001): shorter side resized to 480, 448 × 448 crops, Adam at 1e-5."""
     recipe = recipes.load_recipe("circle_resnet50_fi")
-    assert recipe["model"]["input_size"] == [448, 448]
-    assert recipe["training"]["augment"]["resize_shorter"] == 480 and recipe["training"]["augment"]["crop"]
-    assert recipe["training"]["optimizer"] == {"name": "adam", "learning_rate": 1e-5}
+    assert recipe.model.input_size == (448, 448)
+    assert recipe.training.augment.resize_shorter == 480 and recipe.training.augment.crop
+    assert recipe.training.optimizer == recipes.OptimizerSpec(name="adam", learning_rate=1e-5)
     for child in ("circle_resnet50_flickr_ldl", "circle_resnet50_twitter_ldl"):
-        assert recipes.load_recipe(child)["training"] == recipe["training"]
+        assert recipes.load_recipe(child).training == recipe.training
 
 
 def test_afi_uae_entries_keep_the_papers_two_tasks_and_the_score_is_an_extra():
     """Shen et al. 2022 (tables 5–6): binary aesthetics (mean score 5) and the 8 emotions, nothing else."""
     for name in [n for n in PAPER_SCALE if n.endswith("_uae")]:
         recipe = recipes.load_recipe(name)
-        assert [(t["name"], t["kind"]) for t in recipe["tasks"]] == [("aesthetic", "binary"),
-                                                                     ("emotion", "classification")], name
-        assert set(recipe["dataset"]["targets"]) == {"aesthetic", "emotion"}, name
+        assert [(t["name"], t["kind"]) for t in recipe.tasks] == [("aesthetic", "binary"),
+                                                                  ("emotion", "classification")], name
+        assert set(recipe.dataset.targets) == {"aesthetic", "emotion"}, name
     extra = recipes.load_recipe("afi_resnet50_uae_score")
     base = recipes.load_recipe("afi_resnet50_uae")
-    assert [t["name"] for t in extra["tasks"]] == ["aesthetic", "aesthetic_score", "emotion"]
-    assert extra["dataset"]["targets"]["aesthetic_score"] == ["aesthetic_score"]
-    assert extra["training"] == base["training"] and extra["model"] == base["model"]
+    assert [t["name"] for t in extra.tasks] == ["aesthetic", "aesthetic_score", "emotion"]
+    assert extra.dataset.targets["aesthetic_score"] == ["aesthetic_score"]
+    assert extra.training == base.training and extra.model == base.model
 
 
 def test_mmemo_recipe_uses_the_papers_text_extractor():
-    options = recipes.load_recipe("mmemo_densenet121_multimodal")["model"]["options"]
+    options = recipes.load_recipe("mmemo_densenet121_multimodal").model.options
     assert (options["text_padding"], options["text_dropout"], options["text_embedding_dim"]) == ("valid", 0.5, 300)

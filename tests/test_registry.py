@@ -30,7 +30,7 @@ def test_entries_come_from_the_folders_in_use_and_only_there(folders):
         assert registry.list_models() == ["tiny_reg", "tiny_reg_child"]
         assert registry.list_models("*child") == ["tiny_reg_child"]
         assert registry.list_models(pretrained=True) == []
-        assert registry.load_recipe("tiny_reg_child")["model"]["backbone"] == "mobilenetv2"  # extends, same folder
+        assert registry.load_recipe("tiny_reg_child").model.backbone == "mobilenetv2"  # extends, same folder
         with pytest.raises(ValueError, match=r"unknown model 'tiny_rg'; did you mean: tiny_reg"):
             registry.model_card("tiny_rg")
     assert registry.list_models() == shipped and "tiny_reg" not in shipped

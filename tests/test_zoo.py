@@ -102,9 +102,9 @@ def test_recipe_validation_names_the_key(tmp_path):
 def test_extends_merges_mappings_and_replaces_the_rest():
     child = recipes.load_recipe("single_vgg16_uae")
     parent = recipes.load_recipe("afi_vgg16_uae")
-    assert child["model"]["architecture"] == "single" and child["model"]["backbone"] == "vgg16"
-    assert child["model"]["input_size"] == parent["model"]["input_size"]
-    assert child["tasks"] == parent["tasks"] and child["training"] == parent["training"]
+    assert child.model.architecture == "single" and child.model.backbone == "vgg16"
+    assert child.model.input_size == parent.model.input_size
+    assert child.tasks == parent.tasks and child.training == parent.training
 
 
 def test_load_verifies_the_local_sha256(zoo_dirs):
@@ -202,4 +202,4 @@ def test_paper_scale_entries_of_every_family_build_untrained(name, output):
     model = affect_zoo.load(name, weights=None)
     assert output in model.network.output
     card = affect_zoo.model_card(name)
-    assert card.recipe == f"recipes/{name}.yaml" and card.family == recipes.load_recipe(name)["model"]["family"]
+    assert card.recipe == f"recipes/{name}.yaml" and card.family == recipes.load_recipe(name).model.family
