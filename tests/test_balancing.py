@@ -205,8 +205,8 @@ def test_a_recipe_names_a_gradient_balancer_and_its_options():
     inputs = keras.Input((3,))
     h = keras.layers.Dense(4, name="trunk")(inputs)
     network = shared.declare(keras.Model(inputs, {t.name: t.head(h) for t in TASKS}), ["trunk"], ["trunk"])
-    recipe = {"name": "r", "tasks": [t.get_config() for t in TASKS],
-              "training": {"balancer": {"name": "pcgrad", "seed": 5}}}
+    recipe = {"name": "r", "dataset": {"name": "emotion6"}, "model": {"family": "multitask", "backbone": "vgg16"},
+              "tasks": [t.get_config() for t in TASKS], "training": {"balancer": {"name": "pcgrad", "seed": 5}}}
     model = zoo.multitask_model(recipe, network)
     assert isinstance(model.balancer, balancing.PCGrad) and model.balancer.seed == 5
     assert [v.path for v in model.balancer_variables()] == ["trunk/kernel", "trunk/bias"]

@@ -119,16 +119,16 @@ def test_cli_export_and_serve_config(trained, tmp_path, capsys):
     assert 'name: "tiny_e6"' in config and str(out / "tiny_e6") in config
 
 
-def test_cli_export_writes_the_recipes_export_version_unless_told_another(trained, tmp_path, monkeypatch, capsys):
+def test_cli_export_writes_the_recipes_export_version_unless_told_another(trained, tmp_path, capsys):
     from affect_zoo import cli
 
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "tiny_e6.yaml").write_text(yaml.safe_dump({**RECIPE, "export": {"version": 4}}))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "recipes")
-    cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--json"])
-    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "4")
-    cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--version", "7", "--json"])
-    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "7")
+    with registry.using(recipes=tmp_path / "recipes"):
+        cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--json"])
+        assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "4")
+        cli.main(["export", "tiny_e6", str(tmp_path / "out"), "--version", "7", "--json"])
+        assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "7")
 
 
 def test_fine_tuning_starts_from_another_entry_by_layer_name(trained):
