@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 #: public name → the submodule that defines it
 _NAMES = {"ModelCard": "registry", "list_models": "registry", "model_card": "registry", "register_model": "registry",
-          "load": "zoo", "predict": "zoo"}
+          "load": "zoo", "predict": "inference"}
 
 
 def __getattr__(name):

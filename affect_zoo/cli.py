@@ -87,13 +87,13 @@ def cmd_predict(args):
     import keras
     import numpy as np
 
-    from affect_zoo import zoo
+    from affect_zoo import inference, zoo
 
     model = zoo.load(args.name, weights=_existing_file(args.weights, "--weights") or "default")
     results, bar = [], keras.utils.Progbar(len(args.images), verbose=0 if args.json or len(args.images) < 8 else 1)
     for start in range(0, len(args.images), args.batch_size):
         chunk = args.images[start:start + args.batch_size]
-        out = zoo.predict(model, chunk)
+        out = inference.predict(model, chunk)
         for i, path in enumerate(chunk):
             if out["errors"][i] is not None:
                 results.append({"image": path, "error": out["errors"][i]})

@@ -37,7 +37,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from affect_zoo import imageio
-from affect_zoo.data import decode_image_bytes, image_size_from_header, is_animated_webp, resize_for_model
+# The input graph is the image room's; known_format and decode_image_bytes stay importable from here (serving).
+from affect_zoo.imageio import decode_and_resize, decode_image_bytes, image_size_from_header, known_format  # noqa: F401
 from affect_zoo.emotion import emotion_vector
 from affect_zoo.tasks import as_tasks
 
@@ -50,8 +51,6 @@ INFO_FILE = "affect_zoo.json"
 # find the decode and resize kernels for several shapes already initialised.
 WARMUP_SIZES = ((48, 64), (300, 240), (375, 500))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
-_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
 def output_names(tasks):
@@ -146,46 +145,6 @@ def decode_outputs(outputs, tasks):
         else:
             decoded[t.name] = values[0]
     return decoded
-
-
-def known_format(data):
-    """Whether encoded bytes (a scalar tf.string) start like a format the decoder reads."""
-    head = tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 12)]), 0, 12)
-    checks = [tf.equal(tf.strings.substr(head, 0, len(magic)), magic) for magic in _MAGIC]
-    checks.append(tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b"RIFF"),
-                                 tf.equal(tf.strings.substr(head, 8, 4), b"WEBP")))
-    return tf.reduce_any(tf.stack(checks))
-
-
-def decode_and_resize(images, size, max_pixels=imageio.MAX_PIXELS):
-    """A batch of encoded images (tf.string [None]) → float32 [None, h, w, 3] in [0, 255], as in training.
-
-    An item in no known format, an animated WebP, or one whose header declares more than ``max_pixels`` pixels
-    (None: no limit) stops the batch with an InvalidArgumentError naming its index (``images[i]``), before anything
-    is decoded; a known format that fails to decode gives TF's decoder error, and the client then names the item.
-    """
-    size = tuple(int(s) for s in size)
-
-    def one(args):
-        index, data = args
-        checks = [tf.debugging.Assert(known_format(data), [tf.strings.format(
-            "images[{}] is not an image: expected " + _FORMATS + " bytes", index)])]
-        with tf.control_dependencies(checks):  # the decoder's own, index-less error must not come first
-            checks.append(tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), [tf.strings.format(
-                "images[{}] is an animated WebP, which TensorFlow's decoder cannot read: send a still image",
-                index)]))
-        if max_pixels is not None:
-            with tf.control_dependencies(checks):
-                height, width = tf.unstack(image_size_from_header(data))
-            checks.append(tf.debugging.Assert(height * width <= max_pixels, [tf.strings.format(
-                "images[{}] is {}x{} = {} pixels, more than the limit of " + str(max_pixels) + " set at export "
-                "(export_saved_model(max_pixels=...), CLI: --max-pixels)", (index, width, height, height * width))]))
-        with tf.control_dependencies(checks):
-            data = tf.identity(data)
-        return resize_for_model(decode_image_bytes(data), size)
-
-    indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
-    return tf.map_fn(one, (indices, images), fn_output_signature=tf.TensorSpec(size + (3,), tf.float32))
 
 
 def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, warmup=True, tasks=None,
@@ -340,8 +299,9 @@ def _move_into_place(staging, target, overwrite):
 def encode_for_request(item, index=0):
     """An image for the bytes signature: encoded bytes (paths read, arrays JPEG-encoded) and a display name.
 
-    Arrays are RGB (H, W, 3) or grey (H, W), uint8 or numbers in [0, 255]. Encoded images are sent as they are
-    (the graph applies a JPEG's EXIF orientation); a path that is not a regular file is refused unopened.
+    Arrays are (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, numbers in [0, 255], brought to RGB by the image
+    room's rule (``imageio.to_rgb_array``: alpha composited on white) before encoding. Encoded images are sent as
+    they are (the graph applies a JPEG's EXIF orientation); a path that is not a regular file is refused unopened.
     """
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
@@ -352,26 +312,9 @@ def encode_for_request(item, index=0):
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item), "<bytes>"
     if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
-        return imageio.encode_jpeg(_as_rgb_uint8(np.asarray(item), index)), "<array>"
+        pixels = imageio.check_array(np.asarray(item), f"images[{index}]", max_pixels=None)
+        return imageio.encode_jpeg(imageio.to_rgb_array(pixels)), "<array>"
     raise TypeError(f"images[{index}]: expected a path, encoded bytes or an RGB array, got {type(item).__name__}")
-
-
-def _as_rgb_uint8(array, index):
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
-        raise ValueError(f"images[{index}]: an array image must be (H, W, 3) RGB or (H, W) grey, got shape "
-                         f"{array.shape}")
-    if array.dtype == np.uint8:
-        return array
-    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-        raise ValueError(f"images[{index}]: an array image must hold finite numbers, got dtype {array.dtype}")
-    if array.min() < 0 or array.max() > 255:
-        raise ValueError(f"images[{index}]: array values must lie in [0, 255] (RGB), got "
-                         f"[{array.min()}, {array.max()}]")
-    return np.round(array).astype(np.uint8)
 
 
 def _warmup_requests(name, size, warmup, max_pixels=imageio.MAX_PIXELS):

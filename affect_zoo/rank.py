@@ -3,9 +3,9 @@
 What a file is: every regular file under the folder (recursively, symlinks followed), whatever its extension, is
 tried, because "readable" is decided by the decoder and not by the name; hidden files and folders (a leading
 ``.``, e.g. ``.DS_Store``) are skipped. A file that cannot be read is listed with its reason and does not stop
-the others (``zoo.predict`` reports per image).
+the others (``inference.predict`` reports per image).
 
-What can be ranked (``by``): any scalar output ``zoo.predict`` names (``valence``, ``arousal``,
+What can be ranked (``by``): any scalar output ``inference.predict`` names (``valence``, ``arousal``,
 ``emotion_intensity``, ``emotion_polarity``, ...) or ``<task>:<label>``, the probability of one class of a
 classification / distribution / multilabel task (``emotion:joy``). Ties keep the folder's sorted path order.
 """
@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from affect_zoo import zoo
+from affect_zoo import inference
 from affect_zoo.tasks import named_outputs
 
 
@@ -72,7 +72,7 @@ def score_folder(model, folder, by, batch_size=32, progress=None):
     ranked, errors = [], []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        out = zoo.predict(model, [str(p) for p in chunk], batch_size=batch_size)
+        out = inference.predict(model, [str(p) for p in chunk], batch_size=batch_size)
         for i, path in enumerate(chunk):
             name = path.relative_to(folder).as_posix()
             if out["errors"][i] is not None:

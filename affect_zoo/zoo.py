@@ -1,4 +1,4 @@
-"""The zoo: entries built into models with verified weights, ``load`` and ``predict``.
+"""The zoo: entries built into models with verified weights, and ``load`` (``predict`` is in ``affect_zoo.inference``).
 
 Which entries exist and their cards are ``affect_zoo.registry``'s (TensorFlow-free; its names are re-exported
 here). Entries are data: every ``recipes/<name>.yaml`` is an entry (timm's table, keras-hub's presets), and
@@ -26,16 +26,12 @@ import time
 import urllib.request
 import warnings
 
-import numpy as np
-import tensorflow as tf
-
-from affect_zoo import balancing, imageio, registry
+from affect_zoo import balancing, registry
 from affect_zoo.cache import sha256
-from affect_zoo.data import decode_image_bytes, resize_for_model
 from affect_zoo.models import build_network
 from affect_zoo.registry import (SAVED_MODELS_DIR, CardError, ModelCard, card_from_recipe, list_models,  # noqa: F401
                                  model_card, register_model)
-from affect_zoo.tasks import as_tasks, named_outputs
+from affect_zoo.tasks import as_tasks
 from affect_zoo.training import MultiTaskModel
 
 
@@ -210,109 +206,4 @@ def _process_alive(pid):
     except PermissionError:
         return True
     return True
-
-
-def predict(model_or_name, images, batch_size=32):
-    """Score images with a zoo model; returns the named outputs (see affect_zoo.tasks.named_outputs) as arrays
-    with one row per image, plus ``errors``: per image None or the reason it could not be read.
-
-    images: one or a list of paths, encoded bytes (JPEG, PNG, BMP, GIF, WebP, TIFF, ...) or RGB arrays (H, W, 3)
-    / RGBA (H, W, 4, alpha composited on white) / grayscale (H, W) with values in [0, 255]. A bad item does not
-    sink the others: a missing or unreadable path, a directory or named pipe (refused without being opened),
-    undecodable bytes, an image over ``imageio.MAX_PIXELS`` pixels, an array holding NaN, inf or values outside
-    [0, 255], or an object of another type gets NaN rows (labels None) and an error naming it, and the other
-    images are scored as they would be alone.
-    """
-    model = load(model_or_name) if isinstance(model_or_name, str) else model_or_name
-    if _is_one_image(images):
-        images = [images]
-    images = list(images)
-    size = tuple(model.network.input_shape[1:3]) if hasattr(model, "network") else tuple(model.input_shape[1:3])
-    decoded, errors = [], []
-    for i, image in enumerate(images):
-        try:
-            decoded.append(np.asarray(resize_for_model(_as_rgb(image, i), size)))
-            errors.append(None)
-        except (ValueError, TypeError) as error:  # ours, naming the item
-            decoded.append(None)
-            errors.append(str(error))
-        except (OSError, tf.errors.OpError) as error:
-            decoded.append(None)
-            errors.append(f"image {i}: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}")
-    good = [i for i, d in enumerate(decoded) if d is not None]
-    raw = model.predict(np.stack([decoded[i] for i in good]), batch_size=batch_size, verbose=0) if good else None
-    tasks = model.tasks
-    if raw is None:
-        raw = {t.name: np.zeros((0, t.size), np.float32) for t in tasks}
-    named = named_outputs(tasks, raw)
-    out = {}
-    for key, value in named.items():
-        value = np.asarray(value)
-        full = np.full((len(images), *value.shape[1:]), None if value.dtype == object else np.nan,
-                       dtype=object if value.dtype == object else np.float32)
-        full[good] = value
-        out[key] = full
-    out["errors"] = errors
-    return out
-
-
-def _is_one_image(images):
-    """Whether ``images`` is a single item rather than a list of them (anything not iterable counts as one, and
-    then gets its own error)."""
-    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)):
-        return True
-    if isinstance(images, np.ndarray):
-        return images.ndim in (2, 3)
-    return not hasattr(images, "__iter__")
-
-
-_decode_bytes = tf.function(decode_image_bytes, input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
-
-
-def _as_rgb(image, index):
-    """RGB of one input: uint8 for encoded images, float32 for arrays. Encoded images are checked strictly with
-    Pillow (so a bad file is named, and too many pixels are refused from the header), then decoded with
-    ``data.decode_image_bytes``, the decoder training and the serving signature use, so all three see the same
-    pixels (JPEG decoders differ by a few levels). Pillow's result is kept only where TF's decoder cannot read the
-    file (TIFF, animated WebP), which the serving signature refuses."""
-    if isinstance(image, np.ndarray) or (hasattr(image, "__array__") and not isinstance(image, (str, bytes))):
-        return _array_rgb(np.asarray(image), index)
-    if isinstance(image, (str, os.PathLike)):
-        name = os.fspath(image)
-        encoded = imageio.read_file(name)
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        name, encoded = f"image {index}", bytes(image)
-    else:
-        raise TypeError(f"image {index}: expected a path, encoded bytes or an RGB array, got "
-                        f"{type(image).__name__}")
-    checked = imageio.decode_image(encoded, name=name)
-    try:
-        decoded = _decode_bytes(tf.constant(encoded)).numpy()
-    except tf.errors.OpError:
-        return checked
-    return decoded if decoded.shape == checked.shape else checked
-
-
-def _array_rgb(image, index):
-    """(H, W, 3) float32 of an array input, refusing what would silently give NaN or saturated outputs."""
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
-        raise ValueError(f"image {index}: an array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"image {index}: an array must hold integers or floats in [0, 255], got dtype {image.dtype}")
-    imageio.check_pixels(image.shape[1], image.shape[0], f"image {index}")
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        raise ValueError(f"image {index}: the array holds {np.isnan(image).sum()} NaN and "
-                         f"{np.isinf(image).sum()} infinite values")
-    low, high = float(image.min()), float(image.max())
-    if low < 0 or high > 255:
-        raise ValueError(f"image {index}: array values must lie in [0, 255] (RGB), got [{low:g}, {high:g}]")
-    if image.shape[-1] == 4:  # composited on white, as imageio and the serving decoder treat alpha
-        alpha = image[..., 3:] / 255.0
-        image = image[..., :3] * alpha + 255.0 * (1.0 - alpha)
-    return image
 

@@ -163,3 +163,89 @@ def test_paths_that_are_not_regular_files_are_named(tmp_path):
     (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
     with pytest.raises(ImageDecodeError, match=r"loop\.jpg: cannot read file \(Too many levels of symbolic links"):
         decode_image(tmp_path / "loop.jpg")
+
+
+# --- one rule: NumPy, the graph, predict's pipeline, training's pipeline and the export's input graph ----------
+
+def test_alpha_is_one_formula_in_numpy_and_the_graph_for_every_level_pair():
+    """Every (colour, alpha) pair of 8-bit levels against the exact integer rounding of (c·a + 255·(255 − a)) / 255,
+    computed here independently: the NumPy twin (Pillow's side) and the graph's ``to_rgb`` give it exactly."""
+    import tensorflow as tf
+
+    from affect_zoo import imageio
+
+    c, a = np.meshgrid(np.arange(256), np.arange(256))
+    exact = (c * a + 255 * (255 - a) + 127) // 255
+    grey_alpha = np.stack([c, a], axis=-1).astype(np.uint8)
+    rgba = np.stack([c, 255 - c, c // 2, a], axis=-1).astype(np.uint8)
+    np.testing.assert_array_equal(imageio.to_rgb_array(grey_alpha)[..., 0], exact)
+    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(grey_alpha)).numpy()[..., 1], exact)
+    expected = np.stack([exact, (((255 - c) * a + 255 * (255 - a) + 127) // 255),
+                         ((c // 2) * a + 255 * (255 - a) + 127) // 255], axis=-1)
+    np.testing.assert_array_equal(imageio.to_rgb_array(rgba), expected)
+    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(rgba)).numpy(), expected)
+    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(rgba.astype(np.float32))).numpy(), expected)
+
+
+def test_the_same_rgba_picture_as_array_png_bytes_and_path_gives_identical_model_inputs(tmp_path):
+    """predict's pipeline: a uint8 RGBA array, its PNG bytes and the PNG's path feed the model the same pixels, and
+    those are Pillow's decode (alpha on white, ``decode_image``) resized."""
+    from affect_zoo import inference, imageio
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    rgba[..., 3][:5] = 0  # fully transparent rows holding colour: must become white
+    png = encoded(Image.fromarray(rgba, "RGBA"), "PNG")
+    path = tmp_path / "picture.png"
+    path.write_bytes(png)
+    errors = [None] * 4
+    batches = list(inference.model_inputs([rgba, png, str(path), rgba.astype(np.float32)], (16, 20), errors))
+    assert errors == [None] * 4 and len(batches) == 1
+    indices, images = batches[0]
+    assert list(indices) == [0, 1, 2, 3]
+    images = images.numpy()
+    for i in (1, 2, 3):
+        np.testing.assert_array_equal(images[i], images[0])
+    pillow = imageio.decode_image(png)
+    assert (pillow[:5] == 255).all()
+    np.testing.assert_array_equal(images[0], imageio.resize_for_model(pillow, (16, 20)).numpy())
+
+
+def test_the_export_graph_decodes_exactly_as_the_training_pipeline():
+    """JPEG (with EXIF rotation), PNG with alpha, grey PNG, GIF: the serving signature's input graph
+    (``decode_and_resize``) equals the evaluation pipeline of training (``data.make_pipeline``) bit for bit (one
+    decoder, TensorFlow's, in both), and predict's pipeline equals both. Pillow's JPEG decoder, used by the
+    builders, differs from TensorFlow's by a few levels (its accurate DCT against TensorFlow's default): lossless
+    formats agree exactly, JPEG within JPEG_TOLERANCE levels on average."""
+    import tensorflow as tf
+
+    from affect_zoo import data, inference, imageio
+    from affect_zoo.tasks import Task
+
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:37, 0:45]
+    photo = np.stack([x * 5, y * 6, 180 - x * 2 - y], axis=-1) + rng.integers(0, 12, (37, 45, 3))
+    photo = photo.astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgba = np.dstack([photo, rng.integers(0, 256, (37, 45), dtype=np.uint8)])
+    items = [encoded(Image.fromarray(photo), "JPEG", quality=90),
+             encoded(Image.fromarray(photo), "JPEG", quality=90, exif=exif.tobytes()),
+             encoded(Image.fromarray(rgba, "RGBA"), "PNG"), encoded(Image.fromarray(photo[..., 0]), "PNG"),
+             encoded(Image.fromarray(photo), "GIF")]
+    size = (24, 28)
+    served = imageio.decode_and_resize(tf.constant(items), size).numpy()
+    examples = tf.data.Dataset.from_tensor_slices({"image": tf.constant(items), "score": tf.zeros([len(items)])})
+    trained = next(iter(data.make_pipeline(examples, [Task("score", "regression", 1)], size, len(items),
+                                           training=False)))[0].numpy()
+    errors = [None] * len(items)
+    (_, predicted), = inference.model_inputs(items, size, errors)
+    np.testing.assert_array_equal(served, trained)
+    np.testing.assert_array_equal(predicted.numpy(), trained)
+    for i, item in enumerate(items):
+        pillow = imageio.resize_for_model(imageio.decode_image(item), size).numpy()
+        gap = np.abs(pillow - trained[i]).mean()
+        assert gap == 0 if i >= 2 else gap < JPEG_TOLERANCE, (i, gap)
+
+
+JPEG_TOLERANCE = 1.5  # mean levels between Pillow's and TensorFlow's JPEG decoders after the resize

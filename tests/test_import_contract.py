@@ -28,6 +28,7 @@ LAYERS = [
     ("recipes", {"recipes"}),
     ("registry", {"registry"}),
     ("zoo", {"zoo"}),
+    ("inference", {"inference"}),
     ("experiments", {"experiments", "explain"}),
     ("export", {"export"}),
     ("serving", {"serving"}),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from affect_zoo import cli, explain, rank, report, zoo
+from affect_zoo import cli, explain, inference, rank, report, zoo
 
 RECIPE = {
     "name": "tiny_rank",
@@ -102,7 +102,7 @@ def test_rank_table_is_sorted_by_the_scores_predict_gives(entry, photos, capsys)
     lines = out.strip().splitlines()
     header = lines[0].split("\t")
     assert header[:3] == ["rank", "arousal", "image"] and "emotion_label_p" in header
-    expected = zoo.predict(entry, [str(photos / name) for name in IMAGES])
+    expected = inference.predict(entry, [str(photos / name) for name in IMAGES])
     order = [IMAGES[i] for i in np.argsort(-expected["arousal"], kind="stable")]
     rows = [line.split("\t") for line in lines[1:1 + len(IMAGES)]]
     assert [r[2] for r in rows] == order
@@ -129,7 +129,7 @@ def test_rank_json_is_strict_and_csv_has_every_probability(entry, photos, capsys
     ranked = json.loads(out, parse_constant=refuse)
     assert ranked["by"] == "emotion:joy" and len(ranked["ranked"]) == 3
     assert [e["image"] for e in ranked["errors"]] == UNREADABLE
-    expected = zoo.predict(entry, [str(photos / name) for name in IMAGES])
+    expected = inference.predict(entry, [str(photos / name) for name in IMAGES])
     joy = expected["emotion"][:, 3].astype(float)
     assert [row["image"] for row in ranked["ranked"]] == [IMAGES[i] for i in np.argsort(-joy, kind="stable")[:3]]
     assert ranked["ranked"][0]["score"] == pytest.approx(ranked["ranked"][0]["outputs"]["emotion"]["joy"])
@@ -248,7 +248,7 @@ def test_predict_text_shows_how_sure_the_label_is(entry, photos, capsys):
     a plurality, while the polarity is the side of the circle the whole distribution points to."""
     status, out, _ = run(capsys, "predict", "tiny_rank", str(photos / "a.jpg"), str(photos / "b.png"))
     assert status == 0
-    expected = zoo.predict(entry, [str(photos / "a.jpg"), str(photos / "b.png")])
+    expected = inference.predict(entry, [str(photos / "a.jpg"), str(photos / "b.png")])
     for i, line in enumerate(out.strip().splitlines()):
         fields = dict(part.split("=", 1) for part in line.split(": ", 1)[1].split())
         assert fields["emotion_label"] == expected["emotion_label"][i]

@@ -1,0 +1,181 @@
+"""``predict``: score images with a zoo model through one batched, parallel ``tf.data`` pipeline.
+
+Every image is decoded once, by the image room's graph (``imageio.decode_checked`` then ``resize_for_model``, the
+per-item function of the serving signature and the decoder of training), in a parallel map; arrays go through the
+same ``to_rgb`` and resize. No lock is shared between callers: the pipeline holds no global state, so several
+threads may predict at once.
+
+A bad item does not sink the batch. Items that cannot even enter the pipeline (a path that is not a readable
+regular file, an object of another type, an array with NaN, inf, values outside [0, 255] or too many pixels) are
+refused in Python. An item whose graph decode fails is dropped by ``ignore_errors`` and only then looked at again,
+by Pillow's strict decoder (``imageio.decode_image``): it either names the reason (empty, truncated, not an image,
+over ``MAX_PIXELS`` from the header) or, for the formats the graph does not read (TIFF, animated WebP: first
+frame), gives the pixels, which go through the array path. Good images thus cost one decode; only the rare files
+the graph refuses cost a second one.
+"""
+import functools
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from affect_zoo import imageio
+from affect_zoo.tasks import named_outputs
+from affect_zoo.zoo import load
+
+_NO_BYTES = b""
+_NO_PIXELS = np.zeros((0, 0, 1), np.float32)
+
+
+def predict(model_or_name, images, batch_size=32):
+    """Score images with a zoo model; returns the named outputs (see affect_zoo.tasks.named_outputs) as arrays
+    with one row per image, plus ``errors``: per image None or the reason it could not be read.
+
+    images: one or a list of paths, encoded bytes (JPEG, PNG, BMP, GIF, WebP, TIFF, ...) or arrays (H, W, 3) RGB,
+    (H, W, 4) RGBA (alpha composited on white) or (H, W) grey, values in [0, 255]. A bad item does not sink the
+    others: a missing or unreadable path, a directory or named pipe (refused without being opened), undecodable
+    bytes, an image over ``imageio.MAX_PIXELS`` pixels, an array holding NaN, inf or values outside [0, 255], or an
+    object of another type gets NaN rows (labels None) and an error naming it, and the other images are scored as
+    they would be alone.
+    """
+    model = load(model_or_name) if isinstance(model_or_name, str) else model_or_name
+    items = [images] if _is_one_image(images) else list(images)
+    size = _input_size(model)
+    errors = [None] * len(items)
+    rows, outputs = [], []
+    for indices, batch in model_inputs(items, size, errors, batch_size):
+        raw = model.predict_on_batch(batch)
+        rows.append(indices)
+        outputs.append({name: np.asarray(value) for name, value in raw.items()})
+    tasks = model.tasks
+    if outputs:
+        raw = {t.name: np.concatenate([o[t.name] for o in outputs]) for t in tasks}
+        good = np.concatenate(rows)
+    else:
+        raw = {t.name: np.zeros((0, t.size), np.float32) for t in tasks}
+        good = np.zeros((0,), np.int64)
+    out = {}
+    for key, value in named_outputs(tasks, raw).items():
+        value = np.asarray(value)
+        full = np.full((len(items), *value.shape[1:]), None if value.dtype == object else np.nan,
+                       dtype=object if value.dtype == object else np.float32)
+        full[good] = value
+        out[key] = full
+    out["errors"] = errors
+    return out
+
+
+def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXELS):
+    """Yields ``(indices, images)``: int64 [n] positions in ``items`` and float32 [n, h, w, 3] in [0, 255] at
+    ``size``, what the model is fed, in batches of up to ``batch_size``. ``errors`` (a list as long as ``items``)
+    receives, at each item that yields nothing, the reason naming it."""
+    size = tuple(int(s) for s in size)
+    sent = set()
+    seen = set()
+
+    def sources():
+        for i, item in enumerate(items):
+            try:
+                data, pixels = _source(item, i, max_pixels)
+            except (ValueError, TypeError) as error:  # ours, naming the item
+                errors[i] = str(error)
+                continue
+            sent.add(i)
+            yield i, data, pixels
+
+    for indices, batch in _batches(sources, size, batch_size, max_pixels):
+        seen.update(indices.tolist())
+        yield indices, batch
+    retry = []
+    for i in sorted(sent - seen):
+        if _is_array(items[i]):
+            continue
+        try:
+            retry.append((i, _NO_BYTES, _second_decode(items[i], i, max_pixels)))
+        except (ValueError, TypeError) as error:
+            errors[i] = str(error)
+    if retry:
+        for indices, batch in _batches(lambda: iter(retry), size, batch_size, max_pixels):
+            seen.update(indices.tolist())
+            yield indices, batch
+    for i in range(len(items)):
+        if i not in seen and errors[i] is None:  # e.g. what Pillow decoded failed in the graph too
+            errors[i] = f"{_name(items[i], i)}: could not be prepared for the model"
+
+
+def _batches(sources, size, batch_size, max_pixels):
+    """The pipeline: (index, encoded bytes or b"", pixels or an empty array) → parallel decode + resize → batches
+    of (indices, images); an item whose decode fails is dropped (its index does not come out)."""
+    dataset = (tf.data.Dataset.from_generator(sources, output_signature=_SPEC)
+               .map(_prepare(size, max_pixels), num_parallel_calls=tf.data.AUTOTUNE)
+               .ignore_errors()
+               .batch(batch_size)
+               .prefetch(tf.data.AUTOTUNE)
+               .with_options(_OPTIONS))
+    for indices, batch in dataset:
+        yield indices.numpy(), batch
+
+
+# tf.data's default graph rewrites (fusions, parallelisation) find nothing to do in this pipeline, and optimising
+# the decode graph took 1.4 s of every call's iterator creation.
+_OPTIONS = tf.data.Options()
+_OPTIONS.experimental_optimization.apply_default_optimizations = False
+_SPEC = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([None, None, None], tf.float32))
+
+
+@functools.lru_cache(maxsize=32)
+def _prepare(size, max_pixels):
+    """The map function for one input size, traced once per process (tracing the decode graph takes about a second,
+    which a ``predict`` of one image would otherwise pay on every call)."""
+    @tf.function(input_signature=_SPEC, autograph=False)
+    def prepare(index, data, pixels):
+        image = tf.cond(tf.strings.length(data) > 0,
+                        lambda: imageio.resize_for_model(imageio.decode_checked(data, index, max_pixels), size),
+                        lambda: imageio.resize_for_model(imageio.to_rgb(pixels), size))
+        return index, tf.ensure_shape(image, (*size, 3))
+
+    return prepare
+
+
+def _source(item, index, max_pixels):
+    """(encoded bytes, no pixels) or (no bytes, checked pixels) of one input; raises naming it."""
+    if _is_array(item):
+        return _NO_BYTES, imageio.check_array(item, f"image {index}", max_pixels)
+    if isinstance(item, (str, os.PathLike)):
+        data = imageio.read_file(item)
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+    else:
+        raise TypeError(f"image {index}: expected a path, encoded bytes or an RGB array, got {type(item).__name__}")
+    if not data:  # the graph's empty string means "pixels"; Pillow names the empty file
+        return _NO_BYTES, _second_decode(item, index, max_pixels)
+    return data, _NO_PIXELS
+
+
+def _second_decode(item, index, max_pixels):
+    """Pillow's strict decode of an encoded item the graph refused: its pixels, or an ImageDecodeError naming it."""
+    data = imageio.read_file(item) if isinstance(item, (str, os.PathLike)) else bytes(item)
+    return imageio.decode_image(data, name=_name(item, index), max_pixels=max_pixels).astype(np.float32)
+
+
+def _is_array(item):
+    return isinstance(item, np.ndarray) or (hasattr(item, "__array__") and not isinstance(item, (str, bytes)))
+
+
+def _name(item, index):
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"image {index}"
+
+
+def _input_size(model):
+    network = getattr(model, "network", model)
+    return tuple(network.input_shape[1:3])
+
+
+def _is_one_image(images):
+    """Whether ``images`` is a single item rather than a list of them (anything not iterable counts as one, and
+    then gets its own error)."""
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return True
+    if isinstance(images, np.ndarray):
+        return images.ndim in (2, 3)
+    return not hasattr(images, "__iter__")
