@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import afanet_peer  # noqa: E402
 import harness  # noqa: E402
+import predict as predict_benchmark  # noqa: E402
 
 linux_only = pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs /proc")
 
@@ -133,3 +134,21 @@ def test_startup_benchmark_interleaves_its_rounds_and_takes_medians(tmp_path):
     assert summary["zoo_over_tensorflow"] == pytest.approx(3.5 / 3.0) and summary["list_s"] == 0.8
     assert set(startup.cases()) == {"import tensorflow", "import affect_zoo", "import affect_zoo.zoo",
                                     "affect-zoo --help", "affect-zoo list"}
+
+
+def test_predict_benchmark_medians_and_ratios_over_the_handwritten_pipeline():
+    seconds = {"handwritten": [2.0, 1.0, 4.0], "predict": [2.0, 3.0, 2.5], "signature": [1.0, 8.0, 2.0]}
+    rates, ratios = predict_benchmark.summary(seconds, 100)
+    assert rates == pytest.approx({"handwritten": 50.0, "predict": 40.0, "signature": 50.0})
+    assert ratios == pytest.approx({"predict_over_handwritten": 0.8, "signature_over_handwritten": 1.0})
+    lines = predict_benchmark.table(rates, ratios).splitlines()
+    assert lines[2].split() == ["predict", "40.0", "0.800", ">=", "0.95"]
+
+
+def test_predict_benchmark_finds_jpegs_recursively_and_says_when_too_few(tmp_path):
+    (tmp_path / "joy").mkdir()
+    for name in ("joy/2.jpg", "joy/1.JPEG", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert predict_benchmark.jpeg_paths(tmp_path, 2) == [str(tmp_path / "a.jpg"), str(tmp_path / "joy/1.JPEG")]
+    with pytest.raises(ValueError, match=r"3 JPEGs, the benchmark needs --count 200"):
+        predict_benchmark.jpeg_paths(tmp_path, 200)
