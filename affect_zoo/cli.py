@@ -93,7 +93,9 @@ def cmd_predict(args):
     results, bar = [], keras.utils.Progbar(len(args.images), verbose=0 if args.json or len(args.images) < 8 else 1)
     for start in range(0, len(args.images), args.batch_size):
         chunk = args.images[start:start + args.batch_size]
-        out = inference.predict(model, chunk)
+        with _stdout_to_stderr():  # Keras' bar prints to stdout, which holds the results
+            out = inference.predict(model, chunk)
+            bar.add(len(chunk))
         for i, path in enumerate(chunk):
             if out["errors"][i] is not None:
                 results.append({"image": path, "error": out["errors"][i]})
@@ -106,7 +108,6 @@ def cmd_predict(args):
                 if task.kind in ("classification", "distribution") and task.labels:
                     row[task.name] = dict(zip(task.labels, row[task.name]))
             results.append(row)
-        bar.add(len(chunk))
     if args.json:
         _print_json(results)
     for row in [] if args.json else results:
@@ -263,9 +264,10 @@ def cmd_train(args):
     from affect_zoo import experiments, registry
 
     output_dir = pathlib.Path(args.output_dir) if args.output_dir else registry.folders().saved_models
-    card = experiments.train(args.recipe, run_dir=args.run_dir, data_dir=args.data_dir, epochs=args.epochs,
-                             resume=args.resume, verbose=0 if args.json else 1, output_dir=output_dir,
-                             overwrite_entry=args.overwrite_entry)
+    with _stdout_to_stderr():  # Keras' training log and bars; stdout holds the summary (or JSON)
+        card = experiments.train(args.recipe, run_dir=args.run_dir, data_dir=args.data_dir, epochs=args.epochs,
+                                 resume=args.resume, verbose=0 if args.json else 1, output_dir=output_dir,
+                                 overwrite_entry=args.overwrite_entry)
     if args.json:
         _print_json(card)
     else:
@@ -274,9 +276,13 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    import keras
+
     from affect_zoo import experiments
 
-    measured = experiments.evaluate(args.name, split=args.split, data_dir=args.data_dir)
+    bar = keras.utils.Progbar(None, verbose=0 if args.json else 1, unit_name="image")
+    with _stdout_to_stderr():
+        measured = experiments.evaluate(args.name, split=args.split, data_dir=args.data_dir, progress=bar.add)
     if args.json:
         _print_json({"name": args.name, "split": args.split, "metrics": measured})
     else:

@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from affect_zoo.backbones import preprocess_input, preprocessing_mode
-# The image rules live in affect_zoo.imageio; these names stay importable from here (README, tests, builders).
-from affect_zoo.imageio import (apply_orientation, decode_image_bytes, exif_orientation, has_exif,  # noqa: F401
+# The image rules live in affect_zoo.imageio (graph half: .graph); these names stay importable from here (README, tests, builders).
+from affect_zoo.imageio.graph import (apply_orientation, decode_image_bytes, exif_orientation, has_exif,  # noqa: F401
                                 image_size_from_header, is_animated_webp, resize_for_model)
 from affect_zoo.metrics_multilabel import ignore_targets
 from affect_zoo.tasks import as_tasks

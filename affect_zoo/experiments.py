@@ -430,8 +430,9 @@ def _initialise(model, init):
         raise ValueError(f"init {init!r}: no layer of it matches this model by name and shape")
 
 
-def predictions_and_targets(model, recipe, split, data_dir=None):
-    """Model outputs and targets over a whole split, as NumPy dicts keyed by task name.
+def predictions_and_targets(model, recipe, split, data_dir=None, progress=None):
+    """Model outputs and targets over a whole split, as NumPy dicts keyed by task name; ``progress(n)``, when
+    given, is called with each batch's number of samples (the CLI's progress bar).
 
     A task's rows are the samples it applies to: all of them, except where the pipeline gives per-task sample
     weights (mmemo: a classifier applies to the samples that have all of its modalities), whose zero-weight
@@ -444,6 +445,8 @@ def predictions_and_targets(model, recipe, split, data_dir=None):
         for task in tasks:
             outputs.setdefault(task.name, []).append(np.asarray(batch[task.name])[rows[task.name]])
             targets.setdefault(task.name, []).append(y[task.name][rows[task.name]])
+        if progress is not None:
+            progress(len(next(iter(y.values()))))
     return ({k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in targets.items()})
 
 
@@ -498,11 +501,12 @@ def task_metrics(tasks, outputs, targets):
     return result
 
 
-def evaluate(model_or_name, recipe=None, split="test", data_dir=None):
-    """Metrics of a model (or entry name) on a split of its recipe's dataset."""
+def evaluate(model_or_name, recipe=None, split="test", data_dir=None, progress=None):
+    """Metrics of a model (or entry name) on a split of its recipe's dataset (``progress``: see
+    ``predictions_and_targets``)."""
     model = zoo.load(model_or_name) if isinstance(model_or_name, str) else model_or_name
     recipe = registry.as_recipe(recipe or (model_or_name if isinstance(model_or_name, str) else model.name))
-    outputs, targets = predictions_and_targets(model, recipe, split, data_dir)
+    outputs, targets = predictions_and_targets(model, recipe, split, data_dir, progress)
     return task_metrics(_evaluated_tasks(recipe, model.tasks), outputs, targets)
 
 

@@ -38,7 +38,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from affect_zoo import imageio
 # The input graph is the image room's; known_format and decode_image_bytes stay importable from here (serving).
-from affect_zoo.imageio import decode_and_resize, decode_image_bytes, image_size_from_header, known_format  # noqa: F401
+from affect_zoo.imageio.graph import decode_and_resize, decode_image_bytes, image_size_from_header, known_format  # noqa: F401,E501
 from affect_zoo.emotion import emotion_vector
 from affect_zoo.tasks import as_tasks
 

@@ -1,6 +1,6 @@
 """``predict``: score images with a zoo model through one batched, parallel ``tf.data`` pipeline.
 
-Every image is decoded once, by the image room's graph (``imageio.decode_checked`` then ``resize_for_model``, the
+Every image is decoded once, by the image room's graph (``imageio.graph.decode_checked`` then ``resize_for_model``, the
 per-item function of the serving signature and the decoder of training), in a parallel map; arrays go through the
 same ``to_rgb`` and resize. No lock is shared between callers: the pipeline holds no global state, so several
 threads may predict at once.
@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from affect_zoo import imageio
+from affect_zoo.imageio import graph
 from affect_zoo.tasks import named_outputs
 from affect_zoo.zoo import load
 
@@ -130,8 +131,8 @@ def _prepare(size, max_pixels):
     @tf.function(input_signature=_SPEC, autograph=False)
     def prepare(index, data, pixels):
         image = tf.cond(tf.strings.length(data) > 0,
-                        lambda: imageio.resize_for_model(imageio.decode_checked(data, index, max_pixels), size),
-                        lambda: imageio.resize_for_model(imageio.to_rgb(pixels), size))
+                        lambda: graph.resize_for_model(graph.decode_checked(data, index, max_pixels), size),
+                        lambda: graph.resize_for_model(graph.to_rgb(pixels), size))
         return index, tf.ensure_shape(image, (*size, 3))
 
     return prepare

@@ -52,7 +52,10 @@ def test_training_writes_verified_weights_and_a_card_with_measured_metrics(train
 def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
     root, card, data_dir = trained
     model = affect_zoo.load("tiny_e6")
-    again = experiments.evaluate(model, registry.load_recipe("tiny_e6"), split="test", data_dir=str(data_dir))
+    batches = []
+    again = experiments.evaluate(model, registry.load_recipe("tiny_e6"), split="test", data_dir=str(data_dir),
+                                 progress=batches.append)
+    assert sum(batches) == 11 and len(batches) >= 2  # the CLI's bar: each batch's samples, the whole split
     for task, values in card["metrics"]["test"].items():
         for name, value in values.items():
             assert again[task][name] == pytest.approx(value, rel=1e-4, abs=1e-6)

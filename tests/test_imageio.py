@@ -173,24 +173,26 @@ def test_alpha_is_one_formula_in_numpy_and_the_graph_for_every_level_pair():
     import tensorflow as tf
 
     from affect_zoo import imageio
+    from affect_zoo.imageio import graph
 
     c, a = np.meshgrid(np.arange(256), np.arange(256))
     exact = (c * a + 255 * (255 - a) + 127) // 255
     grey_alpha = np.stack([c, a], axis=-1).astype(np.uint8)
     rgba = np.stack([c, 255 - c, c // 2, a], axis=-1).astype(np.uint8)
     np.testing.assert_array_equal(imageio.to_rgb_array(grey_alpha)[..., 0], exact)
-    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(grey_alpha)).numpy()[..., 1], exact)
+    np.testing.assert_array_equal(graph.to_rgb(tf.constant(grey_alpha)).numpy()[..., 1], exact)
     expected = np.stack([exact, (((255 - c) * a + 255 * (255 - a) + 127) // 255),
                          ((c // 2) * a + 255 * (255 - a) + 127) // 255], axis=-1)
     np.testing.assert_array_equal(imageio.to_rgb_array(rgba), expected)
-    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(rgba)).numpy(), expected)
-    np.testing.assert_array_equal(imageio.to_rgb(tf.constant(rgba.astype(np.float32))).numpy(), expected)
+    np.testing.assert_array_equal(graph.to_rgb(tf.constant(rgba)).numpy(), expected)
+    np.testing.assert_array_equal(graph.to_rgb(tf.constant(rgba.astype(np.float32))).numpy(), expected)
 
 
 def test_the_same_rgba_picture_as_array_png_bytes_and_path_gives_identical_model_inputs(tmp_path):
     """predict's pipeline: a uint8 RGBA array, its PNG bytes and the PNG's path feed the model the same pixels, and
     those are Pillow's decode (alpha on white, ``decode_image``) resized."""
-    from affect_zoo import inference, imageio
+    from affect_zoo import imageio, inference
+    from affect_zoo.imageio import graph
 
     rng = np.random.default_rng(3)
     rgba = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
@@ -208,7 +210,7 @@ def test_the_same_rgba_picture_as_array_png_bytes_and_path_gives_identical_model
         np.testing.assert_array_equal(images[i], images[0])
     pillow = imageio.decode_image(png)
     assert (pillow[:5] == 255).all()
-    np.testing.assert_array_equal(images[0], imageio.resize_for_model(pillow, (16, 20)).numpy())
+    np.testing.assert_array_equal(images[0], graph.resize_for_model(pillow, (16, 20)).numpy())
 
 
 def test_the_export_graph_decodes_exactly_as_the_training_pipeline():
@@ -219,7 +221,8 @@ def test_the_export_graph_decodes_exactly_as_the_training_pipeline():
     formats agree exactly, JPEG within JPEG_TOLERANCE levels on average."""
     import tensorflow as tf
 
-    from affect_zoo import data, inference, imageio
+    from affect_zoo import data, imageio, inference
+    from affect_zoo.imageio import graph
     from affect_zoo.tasks import Task
 
     rng = np.random.default_rng(5)
@@ -234,7 +237,7 @@ def test_the_export_graph_decodes_exactly_as_the_training_pipeline():
              encoded(Image.fromarray(rgba, "RGBA"), "PNG"), encoded(Image.fromarray(photo[..., 0]), "PNG"),
              encoded(Image.fromarray(photo), "GIF")]
     size = (24, 28)
-    served = imageio.decode_and_resize(tf.constant(items), size).numpy()
+    served = graph.decode_and_resize(tf.constant(items), size).numpy()
     examples = tf.data.Dataset.from_tensor_slices({"image": tf.constant(items), "score": tf.zeros([len(items)])})
     trained = next(iter(data.make_pipeline(examples, [Task("score", "regression", 1)], size, len(items),
                                            training=False)))[0].numpy()
@@ -243,7 +246,7 @@ def test_the_export_graph_decodes_exactly_as_the_training_pipeline():
     np.testing.assert_array_equal(served, trained)
     np.testing.assert_array_equal(predicted.numpy(), trained)
     for i, item in enumerate(items):
-        pillow = imageio.resize_for_model(imageio.decode_image(item), size).numpy()
+        pillow = graph.resize_for_model(imageio.decode_image(item), size).numpy()
         gap = np.abs(pillow - trained[i]).mean()
         assert gap == 0 if i >= 2 else gap < JPEG_TOLERANCE, (i, gap)
 

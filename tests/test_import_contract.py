@@ -37,7 +37,8 @@ LAYERS = [
 ]
 #: (importing room, imported room): reason, for imports that break the order on purpose; none today
 KNOWN_EXCEPTIONS = {}
-#: rooms whose module-level imports, followed through affect_zoo, reach neither TensorFlow nor Keras
+#: modules whose module-level imports, followed through affect_zoo, reach neither TensorFlow nor Keras (the image
+#: room's graph half, ``imageio.graph``, is the one module of a listed room left out)
 TENSORFLOW_FREE = {"cache", "emotion", "files", "imageio", "text", "tasks", "recipes", "registry", "cli"}
 HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_serving", "pandas")
 
@@ -109,7 +110,7 @@ def test_the_graph_finds_imports_at_any_depth():
     """The reader itself: a lazy import inside a method counts, and is told apart from a module-level one."""
     found = dict(imports(PACKAGE / "tasks.py"))
     assert found["affect_zoo.layers.circle_head"] is False and found["affect_zoo.emotion"] is True
-    assert dict(imports(PACKAGE / "zoo.py"))["tensorflow"] is True
+    assert dict(imports(PACKAGE / "inference.py"))["tensorflow"] is True
 
 
 def test_tensorflow_free_rooms_reach_no_tensorflow_at_import():
@@ -131,7 +132,7 @@ def test_tensorflow_free_rooms_reach_no_tensorflow_at_import():
         return heavy
 
     for module in files:
-        if room_of(module) in TENSORFLOW_FREE:
+        if module.removeprefix("affect_zoo.") in TENSORFLOW_FREE:
             assert not heavy_reached(module), f"{module} imports TensorFlow at import time: {heavy_reached(module)}"
 
 

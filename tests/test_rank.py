@@ -255,6 +255,15 @@ def test_predict_text_shows_how_sure_the_label_is(entry, photos, capsys):
         assert float(fields["emotion_label_p"]) == pytest.approx(expected["emotion"][i].max(), abs=1e-3)
 
 
+def test_predict_progress_goes_to_stderr_and_stdout_holds_only_rows(entry, photos, capsys):
+    """Eight images or more show Keras' bar, which prints to stdout: the CLI sends it to stderr."""
+    images = [str(photos / "a.jpg")] * 5 + [str(photos / "b.png")] * 4
+    status, out, err = run(capsys, "predict", "tiny_rank", *images, "--batch-size", "4")
+    assert status == 0
+    assert [line.split(": ", 1)[0] for line in out.strip().splitlines()] == images
+    assert "9/9" in err and "━" not in out and "\x1b" not in out
+
+
 def _chromium():
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:

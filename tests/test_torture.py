@@ -252,12 +252,12 @@ def test_predict_scores_every_good_image_and_names_every_bad_one(tiny):
     batch = [tiny.goods[0]]
     for case in cases:
         batch += [case.item, tiny.goods[1]]
-    out, failure = bounded(zoo.predict, tiny.model, batch)
+    out, failure = bounded(inference.predict, tiny.model, batch)
     ledger = LEDGER["`affect_zoo.predict` (one batch)"]
     if failure is not None:
         ledger["hang" if failure == "hang" else "crash"] += len(cases)
         pytest.fail(f"predict did not return: {failure!r}")
-    alone = {path: zoo.predict(tiny.model, [path]) for path in tiny.goods}
+    alone = {path: inference.predict(tiny.model, [path]) for path in tiny.goods}
     lost = [i for i, item in enumerate(batch) if isinstance(item, str) and item in alone
             and not np.allclose(_scores(out, i), _scores(alone[item], 0), atol=1e-6)]
     ledger["lost"] += len(lost)
@@ -268,7 +268,7 @@ def test_predict_scores_every_good_image_and_names_every_bad_one(tiny):
         if case.error is None:
             scores = _scores(out, i)
             fine = (error is None and np.isfinite(scores).all() and _pixels_ok(case)
-                    and np.allclose(scores, _scores(zoo.predict(tiny.model, [case.item]), 0), atol=1e-6))
+                    and np.allclose(scores, _scores(inference.predict(tiny.model, [case.item]), 0), atol=1e-6))
         else:
             named = case.name if not isinstance(case.item, str) else case.item
             fine = (error is not None and re.search(case.error, error) is not None
@@ -298,7 +298,7 @@ def test_cli_predict_prints_every_row_and_no_traceback(tiny):
         pytest.fail(f"exit {result.returncode}: {result.stderr[-3000:]}")
     rows = json.loads(result.stdout)
     assert [row["image"] for row in rows] == paths
-    here = zoo.predict(tiny.model, paths)
+    here = inference.predict(tiny.model, paths)
     keys = ["valence", "arousal", "emotion_intensity"]
     lost = [i for i, path in enumerate(paths) if path in tiny.goods
             and not np.allclose([rows[i][k] for k in keys], [here[k][i] for k in keys], atol=1e-5)]
@@ -359,7 +359,7 @@ def test_the_bytes_signature_refuses_cleanly_or_agrees_with_predict(tiny):
             fine, outcome = False, "crash"
         else:
             outputs = {k: v.numpy() for k, v in answer.items()}
-            ours = zoo.predict(tiny.model, [case.item])
+            ours = inference.predict(tiny.model, [case.item])
             served = export.decode_outputs({k: v[1:2] for k, v in outputs.items()}, tiny.model.tasks)
             fine = all(np.allclose(served[t.name], ours[t.name], atol=1e-5) for t in tiny.model.tasks
                        if t.name in ours)
@@ -376,7 +376,7 @@ def test_the_bytes_signature_refuses_cleanly_or_agrees_with_predict(tiny):
 def test_predict_refuses_a_bomb_from_its_header_quickly(tiny):
     bomb = png_bomb()
     started = time.perf_counter()
-    out = zoo.predict(tiny.model, [bomb, tiny.goods[0]])
+    out = inference.predict(tiny.model, [bomb, tiny.goods[0]])
     TIMINGS["bomb.png (220 KB, 15000x15000) and a good image through predict"] = time.perf_counter() - started
     assert TIMINGS["bomb.png (220 KB, 15000x15000) and a good image through predict"] < 5.0
     assert re.search(r"15000x15000 = 225000000 pixels, more than the limit of 64000000|more than the limit of "
@@ -416,7 +416,7 @@ def test_a_read_error_is_that_items_error(tiny, monkeypatch):
 
     monkeypatch.setattr(imageio.os, "fdopen", fdopen)
     png = next(c.item for c in tiny.cases if c.name == "photo.png")
-    out = zoo.predict(tiny.model, [png, tiny.goods[0]])
+    out = inference.predict(tiny.model, [png, tiny.goods[0]])
     assert re.search(r"photo\.png: cannot read file \(Input/output error\)", out["errors"][0])
     assert out["errors"][1] is None
 
@@ -442,13 +442,13 @@ def test_exif_rotated_photos_score_the_same_in_predict_and_the_signature(tmp_pat
     photo = _photo(30, 44, 2)
     plain = _encoded(Image.fromarray(photo), "JPEG", quality=95)
     stored = data.decode_image_bytes(tf.constant(plain)).numpy()
-    unturned = _va(zoo.predict(model, [plain]))
+    unturned = _va(inference.predict(model, [plain]))
     for orientation in range(1, 9):
         for turned in (rotated_jpeg(photo, orientation), _big_endian_exif(plain, orientation)):
             expected = np.asarray(ImageOps.exif_transpose(_with_exif(Image.fromarray(stored), orientation)))
             np.testing.assert_array_equal(data.decode_image_bytes(tf.constant(turned)).numpy(), expected)
             assert imageio.decode_image(turned).shape == expected.shape  # Pillow reads the same tag
-            ours = _va(zoo.predict(model, [turned]))
+            ours = _va(inference.predict(model, [turned]))
             served = export.decode_outputs({k: v.numpy() for k, v in signature(images=tf.constant([turned])).items()},
                                            model.tasks)["va"][0]
             np.testing.assert_allclose(ours, served, atol=1e-5, err_msg=f"orientation {orientation}")
