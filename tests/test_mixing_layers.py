@@ -78,6 +78,22 @@ def test_nddr_matches_numpy(rng, training):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
+def test_linear_nddr_is_the_diagonal_mixing_alone_and_the_identity_on_equal_branches(rng):
+    """batch_norm=False, activation="linear": z = [x_a, x_e] @ K, checked in NumPy after random kernels, and
+    at init 0.9·x + 0.1·x = x when both branches carry the same features (one pretrained init)."""
+    layer = NDDR(batch_norm=False, activation="linear")
+    x_a, x_e = pair(rng)
+    out_a, _ = layer([x_a, x_a])
+    np.testing.assert_allclose(out_a, x_a, rtol=1e-5, atol=1e-6)
+    assert [w.name for w in layer.weights] == ["kernel_a", "kernel_e"]
+    randomize(layer, rng)
+    both = np.concatenate([x_a, x_e], axis=-1).astype(np.float64)
+    for out, kernel in zip(layer([x_a, x_e]), (layer.kernel_a, layer.kernel_e)):
+        np.testing.assert_allclose(out, both @ np.asarray(kernel, np.float64), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        NDDR(activation="tanh")
+
+
 def test_nddr_passes_its_batch_norm_options():
     layer = NDDR(bn_momentum=0.9, bn_epsilon=1e-5, synchronized_bn=True)
     for bn in (layer.bn_a, layer.bn_e):
@@ -106,8 +122,9 @@ def test_squeeze_excitation_matches_numpy(rng, ratio, units):
 @pytest.mark.parametrize("layer", [
     CrossStitch(self_weight=0.8, other_weight=0.2, name="cs"),
     NDDR(self_weight=0.7, other_weight=0.3, bn_momentum=0.9, bn_epsilon=1e-5, synchronized_bn=True, name="nddr"),
+    NDDR(batch_norm=False, activation="linear", name="nddr_linear"),
     SqueezeExcitation(ratio=4, name="se"),
-], ids=["cross_stitch", "nddr", "se"])
+], ids=["cross_stitch", "nddr", "nddr_linear", "se"])
 def test_config_round_trip(layer):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

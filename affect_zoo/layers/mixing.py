@@ -118,13 +118,23 @@ class NDDR(keras.layers.Layer):
       - one BatchNormalization per branch (the branches' feature statistics differ). ``synchronized_bn``
         goes to BatchNormalization's ``synchronized``: under a distribution strategy unsynchronised BN keeps
         per-replica statistics, so mirrored training only matches single-device training with it on.
+      - ``batch_norm=False, activation="linear"``: the 1×1 conv alone, a departure from the paper for backbones
+        whose stage ends are linear bottlenecks (EfficientNet-Lite, MobileNetV2: a residual sum, signed, with no
+        ReLU after it). There the paper's BN + ReLU re-standardises the features and drops their negative half
+        at every site, so the pretrained stages after it no longer see what they were trained on; the linear
+        layer starts as 0.9·x_a + 0.1·x_e, which is x_a itself when both branches start from the same weights.
 
     Call: ``layer([x_a, x_e], training=...) -> [x_a', x_e']``.
     """
 
+    ACTIVATIONS = ("relu", "linear")
+
     def __init__(self, self_weight=0.9, other_weight=0.1, bn_momentum=0.99, bn_epsilon=1e-3,
-                 synchronized_bn=False, **kwargs):
+                 synchronized_bn=False, batch_norm=True, activation="relu", **kwargs):
         super().__init__(**kwargs)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"NDDR activation must be one of {self.ACTIVATIONS}, got {activation!r}")
+        self.batch_norm, self.activation = bool(batch_norm), activation
         self.self_weight = _check_number("self_weight", self_weight)
         self.other_weight = _check_number("other_weight", other_weight)
         self.bn_momentum = _check_number("bn_momentum", bn_momentum)
@@ -133,7 +143,7 @@ class NDDR(keras.layers.Layer):
         self.bn_a, self.bn_e = (
             keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                             synchronized=self.synchronized_bn, name=name)
-            for name in ("bn_a", "bn_e"))
+            if self.batch_norm else None for name in ("bn_a", "bn_e"))
 
     def build(self, input_shape):
         channels = pair_channels(self, input_shape, min_rank=2)
@@ -142,15 +152,20 @@ class NDDR(keras.layers.Layer):
         self.kernel_e = self.add_weight(name="kernel_e", shape=(2 * channels, channels),
                                         initializer=_diagonal_blocks(self.other_weight, self.self_weight))
         for bn, shape in zip((self.bn_a, self.bn_e), input_shape):
-            bn.build(tuple(shape[:-1]) + (channels,))
+            if bn is not None:
+                bn.build(tuple(shape[:-1]) + (channels,))
 
     def call(self, inputs, training=None):
         x_a, x_e = split_pair(self, inputs, min_rank=2)
         both = ops.concatenate([x_a, x_e], axis=-1)
-        return [ops.relu(self.bn_a(ops.matmul(both, self.kernel_a), training=training)),
-                ops.relu(self.bn_e(ops.matmul(both, self.kernel_e), training=training))]
+        outputs = []
+        for kernel, bn in ((self.kernel_a, self.bn_a), (self.kernel_e, self.bn_e)):
+            z = ops.matmul(both, kernel)
+            z = bn(z, training=training) if bn is not None else z
+            outputs.append(ops.relu(z) if self.activation == "relu" else z)
+        return outputs
 
     def get_config(self):
         return {**super().get_config(), "self_weight": self.self_weight, "other_weight": self.other_weight,
                 "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon,
-                "synchronized_bn": self.synchronized_bn}
+                "synchronized_bn": self.synchronized_bn, "batch_norm": self.batch_norm, "activation": self.activation}

@@ -57,7 +57,7 @@ def interaction_sites(num_stages, stages="all"):
 
 def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=None, stages="all",
           pooling="both", reduction=16, recalibrate=False, temperature=1.0, dropout=0.0, synchronized_bn=False,
-          alpha=None, depth=None, head_norm=None, name=None):
+          alpha=None, depth=None, head_norm=None, nddr=None, name=None):
     """Build a multi-task network (see the module docstring); returns a functional keras.Model.
 
     Args:
@@ -70,6 +70,7 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         pooling, reduction, recalibrate, temperature: AFI options (Table 3 pooling ablation, r, eqs 7–8).
         dropout: rate before the heads.
         synchronized_bn: NDDR's BatchNormalization syncs statistics across replicas.
+        nddr: options of every NDDR layer (``batch_norm``, ``activation``, ``self_weight``, ...; see ``NDDR``).
         alpha: MobileNetV2 width.
         depth: keep only the first ``depth`` stages of the backbone (e.g. 3 VGG16 blocks: a pretrained init
             whose two branches fit a small weights budget); sites then count within those stages.
@@ -110,7 +111,7 @@ def build(architecture, backbone, tasks, input_shape=(224, 224, 3), *, weights=N
         outs = {b: made[b][index](outs[b]) for b in branches}
         if index + 1 in sites:
             layer = _interaction(architecture, f"interaction_{index + 1}", pooling, reduction, recalibrate,
-                                 temperature, synchronized_bn)
+                                 temperature, synchronized_bn, nddr)
             outs[0], outs[1] = layer([outs[0], outs[1]])
     features = {b: _pool(outs[b], dropout, "ae"[b], head_norm, synchronized_bn) for b in branches}
     network = _with_heads(images, tasks, features, head_name)
@@ -143,13 +144,13 @@ def _truncated(staged, depth):
     return list(staged)[:depth]
 
 
-def _interaction(architecture, name, pooling, reduction, recalibrate, temperature, synchronized_bn):
+def _interaction(architecture, name, pooling, reduction, recalibrate, temperature, synchronized_bn, nddr):
     if architecture == "afi":
         return AdaptiveFeatureInteraction(reduction=reduction, pooling=pooling, recalibrate=recalibrate,
                                           temperature=temperature, name=name)
     if architecture == "cross_stitch":
         return CrossStitch(name=name)
-    return NDDR(synchronized_bn=synchronized_bn, name=name)
+    return NDDR(synchronized_bn=synchronized_bn, name=name, **(nddr or {}))
 
 
 def _pool(x, dropout, prefix, norm, synchronized_bn):
