@@ -27,6 +27,7 @@ LAYERS = [
     ("training", {"training"}),
     ("recipes", {"recipes"}),
     ("registry", {"registry"}),
+    ("hub", {"hub"}),
     ("zoo", {"zoo"}),
     ("inference", {"inference"}),
     ("experiments", {"experiments", "explain"}),
@@ -39,7 +40,7 @@ LAYERS = [
 KNOWN_EXCEPTIONS = {}
 #: modules whose module-level imports, followed through affect_zoo, reach neither TensorFlow nor Keras (the image
 #: room's graph half, ``imageio.graph``, is the one module of a listed room left out)
-TENSORFLOW_FREE = {"cache", "emotion", "files", "imageio", "text", "tasks", "recipes", "registry", "cli"}
+TENSORFLOW_FREE = {"cache", "emotion", "files", "imageio", "text", "tasks", "recipes", "registry", "hub", "cli"}
 HEAVY = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_serving", "pandas")
 
 
