@@ -278,11 +278,11 @@ def cmd_train(args):
 def cmd_evaluate(args):
     import keras
 
-    from affect_zoo import experiments
+    from affect_zoo import evaluation
 
     bar = keras.utils.Progbar(None, verbose=0 if args.json else 1, unit_name="image")
     with _stdout_to_stderr():
-        measured = experiments.evaluate(args.name, split=args.split, data_dir=args.data_dir, progress=bar.add)
+        measured = evaluation.evaluate(args.name, split=args.split, data_dir=args.data_dir, progress=bar.add)
     if args.json:
         _print_json({"name": args.name, "split": args.split, "metrics": measured})
     else:

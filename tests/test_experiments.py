@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import affect_zoo
-from affect_zoo import experiments, metrics, registry, zoo
+from affect_zoo import evaluation, experiments, metrics, registry, zoo
 
 RECIPE = {
     "name": "tiny_e6",
@@ -71,8 +71,8 @@ def test_card_metrics_are_what_evaluate_measures_and_match_numpy(trained):
 def test_trivial_baseline_predicts_the_training_mean(trained):
     root, card, data_dir = trained
     recipe = registry.load_recipe("tiny_e6")
-    train_targets = experiments._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
-    test_targets = experiments._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
+    train_targets = evaluation._targets(recipe, "train", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
+    test_targets = evaluation._targets(recipe, "test", str(data_dir), affect_zoo.tasks.as_tasks(recipe.tasks))
     mean = train_targets["va"][:, 0].mean()
     expected = np.mean(np.abs(test_targets["va"][:, 0] - mean))
     assert card["baselines"]["train_mean"]["test"]["valence"]["mae"] == pytest.approx(expected, rel=1e-5)

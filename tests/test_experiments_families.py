@@ -12,7 +12,7 @@ import yaml
 from test_semdep import snapshot
 
 import affect_zoo
-from affect_zoo import data, experiments, metrics_multilabel, recipes, registry, zoo
+from affect_zoo import data, evaluation, experiments, metrics_multilabel, recipes, registry, zoo
 from affect_zoo.models import mmemo, semdep
 from affect_zoo.tasks import Task
 from affect_zoo.text import Vocabulary
@@ -101,7 +101,7 @@ def test_difficult_labels_arrive_as_minus_one(voc2007_dummy_data_dir):
     for split in ("train", "validation", "test"):
         raw = list(tfds.as_numpy(builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})))
         expected = np.stack([np.where(ex["difficult"], -1.0, ex["labels"].astype(np.float32)) for ex in raw])
-        pipeline = experiments._pipeline(recipe, split, False, str(data_dir), tf.distribute.get_strategy())
+        pipeline = evaluation.pipeline(recipe, split, False, str(data_dir), tf.distribute.get_strategy())
         got = np.concatenate([y["labels"].numpy() for _, y in pipeline])
         np.testing.assert_array_equal(got, expected)
         ignored += int((got == -1).sum())

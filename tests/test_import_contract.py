@@ -30,6 +30,7 @@ LAYERS = [
     ("hub", {"hub"}),
     ("zoo", {"zoo"}),
     ("inference", {"inference"}),
+    ("evaluation", {"evaluation"}),
     ("experiments", {"experiments", "explain"}),
     ("export", {"export"}),
     ("serving", {"serving"}),
