@@ -255,9 +255,31 @@ def _write_rank_csv(path, rows):
 
 @contextlib.contextmanager
 def _stdout_to_stderr():
-    """Keras' progress bar (and anything else a library prints) goes to stderr while this block runs."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """Keras' progress bar (and anything else a library prints) goes to stderr while this block runs; on an error
+    the bar's unfinished line is ended, so that the one-line error starts a line of its own."""
+    stream = _LineTracking(sys.stderr)
+    with contextlib.redirect_stdout(stream):
+        try:
+            yield
+        except BaseException:
+            if stream.open_line:
+                sys.stderr.write("\n")
+            raise
+
+
+class _LineTracking:
+    """A text stream passing writes on and remembering whether the last one left its line open."""
+
+    def __init__(self, stream):
+        self.stream, self.open_line = stream, False
+
+    def write(self, text):
+        if text:
+            self.open_line = not text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):  # flush, isatty, encoding, ...: the wrapped stream's
+        return getattr(self.stream, name)
 
 
 def cmd_train(args):
