@@ -57,7 +57,7 @@ import sys
 import time
 import types
 
-from harness import memory_mb, random_batch
+from harness import memory_mb, random_batch, save_json
 
 OURS = ("afi_recalibrated", "afi", "two_single")  # names of benchmarks/train_step.py's VARIANTS
 HEADLINE = "afi_recalibrated"
@@ -330,8 +330,7 @@ def main():
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average_before": load_before, "load_average_after": os.getloadavg()}}
     print_table(result)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from harness import peak_rss_mb, random_batch
+from harness import peak_rss_mb, random_batch, save_json
 
 DEFAULT = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v1", "vgg16"]
 
@@ -102,8 +102,7 @@ def main():
     result = {"batch": args.batch, "rounds": args.rounds, "steps": args.steps, "backbones": rows,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average": os.getloadavg()}}
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the benchmarks share: the random training batch and a process's memory. Standard library and NumPy only
+"""What the benchmarks share: the random training batch, a process's memory and writing the JSON result. Standard library and NumPy only
 (the AFANet peer benchmark imports this in a PyTorch environment too).
 
 Memory is read from /proc/<pid>/status (Linux): VmHWM is the peak resident set since the process started; RssAnon
@@ -8,6 +8,7 @@ answers on the CPU only with oneDNN on (TensorFlow's default on x86; with ``TF_E
 "Allocator stats not available") and counts only what TensorFlow's allocator holds (tensors, variables), not the
 libraries, traced graphs or heaps, so the benchmarks report RSS.
 """
+import json
 import pathlib
 
 FIELDS = {"peak_rss": "VmHWM", "rss": "VmRSS", "rss_anon": "RssAnon", "rss_file": "RssFile"}
@@ -36,3 +37,10 @@ def random_batch(batch, size, seed=0):
     return (rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"),
             rng.uniform(1, 9, (batch, 2)).astype("float32"),
             rng.dirichlet(np.ones(7), batch).astype("float32"))
+
+
+def save_json(result, path):
+    """The benchmark's result as indented JSON at ``path`` (its folder made if needed)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")

@@ -12,13 +12,14 @@ directory when not given; an already built ``<data-dir>/emotion6/1.0.0`` is reus
     python benchmarks/input_pipeline.py [--data-dir DIR] [--configs 112x8 112x32 224x8] [--randaugment]
 """
 import argparse
-import json
 import os
 import pathlib
 import platform
 import sys
 import tempfile
 import time
+
+from harness import save_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -134,8 +135,7 @@ def main():
             line += f"  {r['pipeline_randaugment_images_per_s']:17.1f}  {r['randaugment_over_train_step']:5.1f}"
         print(line)
     print(f"pipeline_over_train_step (worst config) {result['pipeline_over_train_step']:.1f}   (target >= 3)")
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

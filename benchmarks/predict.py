@@ -17,7 +17,6 @@ median images/s and the ratios ``predict / handwritten`` (target ≥ 0.95) and `
     python benchmarks/predict.py [--images DIR] [--count 256] [--rounds 5] [--entry NAME] [--untrained] [--out FILE]
 """
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -25,6 +24,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+from harness import save_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = "/work/shared/data/emotion6/images"
@@ -127,9 +128,7 @@ def main(argv=None):
     print(table(rates, ratios))
     print(f"{len(paths)} JPEGs from {args.images}, {args.entry} at {size[0]}x{size[1]}, batch {args.batch}, "
           f"{args.rounds} interleaved rounds (medians); load average {result['load_avg_1min']}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return result
 
 

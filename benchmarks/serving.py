@@ -18,7 +18,6 @@ imported), the cold start a server replica pays. Prints a table and writes JSON.
     python benchmarks/serving.py [--size 112] [--images 64] [--batch 32] [--repeats 7] [--out FILE]
 """
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -27,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from harness import save_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -131,9 +132,7 @@ def main(argv=None):
     print(f"bytes / predict = {result['bytes_over_predict']:.3f} best, {result['bytes_over_predict_median']:.3f} "
           f"median (target >= 0.9); export {export_s:.1f} s; load in a fresh process {load_s:.2f} s; "
           f"{len(encoded)} {source} at {args.size} px, batch {args.batch}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return result
 
 

@@ -14,7 +14,6 @@ case's median over the rounds, and the ratios are of medians. Targets (issue 16)
     python benchmarks/startup.py [--rounds 5] [--out FILE]
 """
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -23,6 +22,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from harness import save_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TARGETS = {"affect_zoo_over_tensorflow": 1.05, "list_s": 1.0}
@@ -96,9 +97,7 @@ def main(argv=None):
     print(f"import affect_zoo / import tensorflow = {result['affect_zoo_over_tensorflow']:.3f} (target <= 1.05); "
           f"affect-zoo list {result['list_s']:.3f} s (target <= 1 s); median of {args.rounds} interleaved rounds; "
           f"load average {result['load_average_before_after'][0]} -> {result['load_average_before_after'][1]}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
     return result
 
 

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from harness import memory_mb, random_batch  # noqa: E402
+from harness import memory_mb, random_batch, save_json  # noqa: E402
 
 from affect_zoo.models import multitask  # noqa: E402
 from affect_zoo.tasks import Task  # noqa: E402
@@ -116,8 +116,7 @@ def main():
     if args.steps > 0:
         result.update(time_steps(args, common))
     print_table(result)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.out)
 
 
 def time_steps(args, common):
