@@ -105,7 +105,7 @@ def cmd_predict(args):
                 if key != "errors":
                     row[key] = value[i]
             for task in model.tasks:  # a distribution reads better in JSON as {emotion name: probability}
-                if task.kind in ("classification", "distribution") and task.labels:
+                if task.handler.label_probabilities and task.labels:
                     row[task.name] = dict(zip(task.labels, row[task.name]))
             results.append(row)
     if args.json:

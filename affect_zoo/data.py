@@ -156,7 +156,7 @@ def make_pipeline(dataset, tasks, image_size, batch_size, training, targets=None
         drop_remainder = tf.distribute.get_strategy().num_replicas_in_sync > 1
 
     def target(task, example):
-        value = _target(task, [example[k] for k in mapping[task.name]])
+        value = task.handler.encode_target(task, [example[k] for k in mapping[task.name]])
         return ignore_targets(value, example[masks[task.name]]) if task.name in masks else value
 
     def select(example):
@@ -258,7 +258,7 @@ def _ignore_mapping(ignore, tasks, spec):
         task = by_name.get(name)
         if task is None:
             raise ValueError(f"ignore names task {name!r}, which is not one of {sorted(by_name)}")
-        if task.kind != "multilabel":
+        if not task.handler.ignorable:
             raise ValueError(f"ignore: task {name!r} is {task.kind}; only multilabel targets can mark labels "
                              f"ignored (-1)")
         if not isinstance(key, str) or key not in spec or key == IMAGE_KEY:
@@ -271,18 +271,8 @@ def _ignore_mapping(ignore, tasks, spec):
     return out
 
 
-def _target(task, values):
-    """One example's target: int32 class index for classification, else a float32 vector of the task's size."""
-    if task.kind == "classification":
-        return tf.cast(values[0] if len(values) == 1 else tf.stack(values), tf.int32)
-    if (len(values) == 1 and values[0].shape.rank == 0 and values[0].dtype.is_integer and task.size > 1
-            and task.kind in ("distribution", "multilabel")):
-        return tf.one_hot(values[0], task.size, dtype=tf.float32)
-    return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in values], axis=0)
-
-
 def _check_target(task, spec, keys):
-    expected = () if task.kind == "classification" else (task.size,)
+    expected = task.handler.example_shape(task)
     shape = tuple(spec.shape)
     if len(shape) != len(expected) or any(s is not None and s != e for s, e in zip(shape, expected)):
         raise ValueError(f"task {task.name!r} ({task.kind}, size {task.size}): target from {keys} has shape "

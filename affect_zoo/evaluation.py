@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import data, metrics, metrics_multilabel, recipes, registry, zoo
+from affect_zoo import data, metrics, recipes, registry, zoo
 from affect_zoo.models import mmemo
 from affect_zoo.tasks import Task, as_tasks
 
@@ -131,25 +131,7 @@ def task_metrics(tasks, outputs, targets):
     labels left out) for multilabel tasks."""
     result = {}
     for task in tasks:
-        p, t = outputs[task.name], targets[task.name]
-        if task.kind == "multilabel":
-            result[task.name] = {
-                "map": float(metrics_multilabel.mean_average_precision(t, p)),
-                "map_11point": float(metrics_multilabel.mean_average_precision(t, p, method="11point"))}
-        elif task.kind == "distribution":
-            result[task.name] = metrics.distribution_metrics(t, p)
-        elif task.kind == "regression":
-            labels = task.labels or [task.name]
-            p2, t2 = p.reshape(len(p), -1), t.reshape(len(t), -1)
-            for i, label in enumerate(labels):
-                result[label] = {"mae": float(metrics.mae(t2[:, i], p2[:, i])),
-                                 "pearson_r": float(metrics.pearson_r(t2[:, i], p2[:, i]))}
-        elif task.kind == "classification":
-            hits = np.argmax(p, -1) == t.reshape(-1)
-            result[task.name] = {"accuracy": float(hits.mean()) if len(hits) else float("nan"),
-                                 "samples": int(len(hits))}
-        elif task.kind == "binary":
-            result[task.name] = {"accuracy": float(np.mean((p.reshape(-1) > 0.5) == (t.reshape(-1) > 0.5)))}
+        result.update(task.handler.test_metrics(task, outputs[task.name], targets[task.name]))
     return result
 
 
@@ -173,14 +155,7 @@ def trivial_baseline(recipe, split="test", data_dir=None):
     outputs = {}
     for task in tasks:
         n = len(targets[task.name])
-        if task.kind == "classification":
-            counts = np.bincount(means[task.name].reshape(-1).astype(int), minlength=task.size)
-            constant = counts / max(counts.sum(), 1)
-        elif task.kind == "multilabel":
-            seen = means[task.name] != metrics_multilabel.IGNORE
-            constant = (means[task.name] == 1).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-        else:
-            constant = means[task.name].mean(axis=0)
+        constant = task.handler.constant_prediction(task, means[task.name])
         outputs[task.name] = np.repeat(np.asarray(constant, np.float32)[None], n, axis=0)
     return task_metrics(tasks, outputs, targets)
 

@@ -56,7 +56,7 @@ def _select(task, prediction, output):
         if not 0 <= int(output) < task.size:
             raise ValueError(f"task {task.name!r}: output index {output} out of range 0..{task.size - 1}")
         index = np.full(len(prediction), int(output))
-    elif task.kind in ("classification", "distribution", "multilabel"):
+    elif task.handler.label_probabilities:
         index = np.argmax(np.asarray(prediction).reshape(len(prediction), -1), axis=-1)
     else:
         index = np.zeros(len(prediction), int)

@@ -39,8 +39,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from affect_zoo import imageio
 # The input graph is the image room's; known_format and decode_image_bytes stay importable from here (serving).
 from affect_zoo.imageio.graph import decode_and_resize, decode_image_bytes, image_size_from_header, known_format  # noqa: F401,E501
-from affect_zoo.emotion import emotion_vector
-from affect_zoo.tasks import as_tasks
+from affect_zoo.tasks import GraphOps, as_tasks
+from affect_zoo.tasks import output_names as tasks_output_names
 
 BYTES_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "predict_tensor"
@@ -54,10 +54,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def output_names(tasks):
-    """Signature output name → what it holds, for every task (the order of the tasks, then of each task's outputs).
-
-    - classification / distribution ``T``: ``T_probs`` float32 (batch, K) and ``T_label`` int64 (batch,) = argmax;
-      a distribution with an emotion circle also ``T_polarity`` (±1), ``T_angle`` (radians, (-π, π]) and
+    """Signature output name → what it holds, for every task (the order of the tasks, then of each task's outputs):
+    ``affect_zoo.tasks.output_names``, the names ``predict`` returns too. Each task kind declares its outputs
+    (``TaskKind.outputs``); for the built-in kinds:
+    - classification / distribution ``T``: ``T_probs`` float32 (batch, K) and ``T_label`` int64 (batch,), the
+      argmax; a distribution with an emotion circle also ``T_polarity`` (±1), ``T_angle`` (radians, (-π, π]) and
       ``T_intensity`` ([0, 1]), each float32 (batch,) (see ``affect_zoo.emotion.emotion_vector``);
     - regression with labels: one float32 (batch,) output per label, named by the label (``valence``,
       ``arousal``); without labels ``T`` float32 (batch, size);
@@ -65,85 +66,28 @@ def output_names(tasks):
     Characters other than letters, digits and ``_`` in a name become ``_``; two outputs with the same name are
     refused, since a signature's outputs are keyed by name.
     """
-    described = {}
-    for task, outputs in _task_outputs(as_tasks(tasks)).items():
-        for name, meaning in outputs:
-            if name in described:
-                raise ValueError(f"task {task!r}: output name {name!r} is already used by another output "
-                                 f"({described[name]}); rename the task or its labels")
-            described[name] = f"{task}: {meaning}"
-    return described
-
-
-def _task_outputs(tasks):
-    """task name → [(output name, meaning)] in output order."""
-    out = {}
-    for t in tasks:
-        labels = f" over {', '.join(t.labels)}" if t.labels else ""
-        base = _clean(t.name)
-        if t.kind in ("classification", "distribution"):
-            items = [(f"{base}_probs", f"float32 (batch, {t.size}) probabilities{labels}"),
-                     (f"{base}_label", "int64 (batch,) index of the most probable class")]
-            if t.kind == "distribution" and t.circle is not None:
-                items += [(f"{base}_polarity", "float32 (batch,) +1 positive / -1 negative emotion"),
-                          (f"{base}_angle", "float32 (batch,) emotion type θ in radians, (-π, π]"),
-                          (f"{base}_intensity", "float32 (batch,) emotion intensity r in [0, 1]")]
-        elif t.kind == "regression" and t.labels:
-            items = [(_clean(label), f"float32 (batch,) predicted {label}") for label in t.labels]
-        elif t.kind == "regression":
-            items = [(base, f"float32 (batch, {t.size}) predicted values")]
-        elif t.kind == "binary":
-            items = [(f"{base}_prob", "float32 (batch,) probability of the positive class")]
-        else:
-            items = [(f"{base}_probs", f"float32 (batch, {t.size}) independent probabilities{labels}")]
-        out[t.name] = items
-    return out
-
-
-def _clean(name):
-    return re.sub(r"\W", "_", str(name), flags=re.ASCII)
+    return tasks_output_names(tasks)
 
 
 def named_outputs(predictions, tasks):
     """The network's dict keyed by task → the signature's named outputs (graph tensors; used inside the export)."""
     out = {}
     for t in as_tasks(tasks):
-        y = tf.cast(predictions[t.name], tf.float32)
-        names = [n for n, _ in _task_outputs([t])[t.name]]
-        if t.kind in ("classification", "distribution"):
-            out[names[0]] = y
-            out[names[1]] = tf.argmax(y, axis=-1, output_type=tf.int64)
-            if len(names) == 5:
-                polarity, angle, intensity = emotion_vector(y, t.circle)
-                out.update(zip(names[2:], (polarity, angle, intensity)))
-        elif t.kind == "regression" and t.labels:
-            out.update({name: y[:, i] for i, name in enumerate(names)})
-        elif t.kind == "binary":
-            out[names[0]] = tf.reshape(y, [-1])
-        else:
-            out[names[0]] = y
+        out.update(t.handler.output_values(t, tf.cast(predictions[t.name], tf.float32), GraphOps))
     return out
 
 
 def decode_outputs(outputs, tasks):
     """Signature outputs (dict name → array, e.g. ``Client.predict``'s answer) → dict task → NumPy array shaped as
-    the Keras model's output, which is what ``affect_zoo.predict`` returns. ``tasks``: Task objects or the
-    ``tasks`` list of an export's ``assets.extra/affect_zoo.json`` (``read_export_info``)."""
+    the Keras model's output, which is what ``affect_zoo.predict`` returns under each task's name. ``tasks``: Task
+    objects or the ``tasks`` list of an export's ``assets.extra/affect_zoo.json`` (``read_export_info``)."""
     decoded = {}
     for t in as_tasks(tasks):
-        names = [n for n, _ in _task_outputs([t])[t.name]]
-        if not (t.kind == "regression" and t.labels):
-            names = names[:1]
+        names = [o.name for o in t.handler.decoded_outputs(t, t.outputs())]
         missing = [n for n in names if n not in outputs]
         if missing:
             raise KeyError(f"task {t.name!r}: outputs {missing} are missing; got {sorted(outputs)}")
-        values = [np.asarray(outputs[n], dtype=np.float32) for n in names]
-        if t.kind == "regression" and t.labels:
-            decoded[t.name] = np.stack(values, axis=-1)
-        elif t.kind == "binary":
-            decoded[t.name] = values[0].reshape(-1, 1)
-        else:
-            decoded[t.name] = values[0]
+        decoded[t.name] = t.handler.decode(t, [np.asarray(outputs[n], dtype=np.float32) for n in names])
     return decoded
 
 

@@ -36,7 +36,7 @@ def rankable(tasks):
     labels = {f"{t.name}_label" for t in tasks}  # names (or class indices), not scores
     names = [k for k, v in named_outputs(tasks, probe).items() if np.ndim(v) == 1 and k not in labels]
     for task in tasks:
-        if task.kind in ("classification", "distribution", "multilabel") and task.labels:
+        if task.handler.label_probabilities and task.labels:
             names += [f"{task.name}:{label}" for label in task.labels]
     return names
 
@@ -47,7 +47,7 @@ def target(by, tasks):
         task, label = by.split(":", 1)
         return task, label
     for task in tasks:
-        if task.kind == "regression" and task.labels and by in task.labels:
+        if task.handler.label_outputs and task.labels and by in task.labels:
             return task.name, by
         if by == task.name or by.startswith(f"{task.name}_"):
             return task.name, None
@@ -89,8 +89,7 @@ def score_folder(model, folder, by, batch_size=32, progress=None):
 
 
 def _outputs(tasks, out, i):
-    labelled = {t.name: t.labels for t in tasks if t.kind in ("classification", "distribution", "multilabel")
-                and t.labels}
+    labelled = {t.name: t.labels for t in tasks if t.handler.label_probabilities and t.labels}
     row = {}
     for key, value in out.items():
         if key == "errors":

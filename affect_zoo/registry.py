@@ -178,7 +178,8 @@ def load_recipe(name_or_path, components=True):
 
 
 def as_recipe(recipe, components=True):
-    """``recipes.as_recipe`` with names and ``extends`` looked up in the recipes folder in use."""
+    """A ``recipes.Recipe`` from a Recipe, a recipe dict (its ``extends`` resolved in the recipes folder in use), an
+    entry name or a YAML path."""
     if isinstance(recipe, recipes.Recipe):
         return recipe
     if isinstance(recipe, dict):
@@ -212,7 +213,9 @@ def stored_card(name):
 def _card_for_recipe(name):
     stored = stored_card(name)
     if stored is not None:
-        try:
+        try:  # outputs follow from the tasks and the code in use, not from when the card was written
+            if stored.get("tasks"):
+                stored = {**stored, "outputs": describe_outputs(stored["tasks"])}
             return ModelCard.from_dict(stored)
         except (TypeError, ValueError) as error:
             raise CardError(f"{folders().saved_models / name / 'card.json'}: {error}") from None

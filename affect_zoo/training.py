@@ -126,10 +126,7 @@ class MultiTaskModel(keras.Model):
                 continue
             task.check_target(y[task.name])
             weight = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
-            target, prediction = task.loss_inputs(tf.cast(y[task.name], predictions[task.name].dtype),
-                                                  predictions[task.name])
-            if task.kind == "classification":
-                target = tf.cast(y[task.name], tf.int32)
+            target, prediction = task.loss_inputs(y[task.name], predictions[task.name])
             per_sample = self._loss_objects[task.name](target, prediction, sample_weight=weight)
             values.append(tf.reduce_mean(tf.cast(per_sample, tf.float32)))
         return values

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from affect_zoo import recipes, registry
+from affect_zoo.tasks import describe_outputs
 
 RECIPE = {"name": "tiny_reg", "description": "a tiny entry", "dataset": {"name": "emotion6"},
           "model": {"family": "multitask", "architecture": "single", "backbone": "mobilenetv2", "input_size": [32, 32]},
@@ -45,8 +46,8 @@ def test_an_untrained_card_says_what_its_recipe_says(folders):
     assert [t["name"] for t in card.tasks] == ["emotion", "va"]
     assert card.tasks[0]["labels"] == ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
     assert card.tasks[0]["loss"] == "kl"  # the kind's default, filled in by Task
-    assert set(card.outputs) == {"emotion", "emotion_label", "emotion_polarity", "emotion_angle",
-                                 "emotion_intensity", "valence", "arousal"}
+    assert set(card.outputs) == {"emotion", "emotion_probs", "emotion_label", "emotion_polarity", "emotion_angle",
+                                 "emotion_intensity", "va", "valence", "arousal"}
 
 
 def test_a_published_card_is_seen_at_once_and_wins_over_the_recipe(folders):
@@ -112,3 +113,15 @@ def test_a_card_describes_a_recipe_whose_balancer_only_training_checks(tmp_path)
         assert registry.model_card("odd").backbone == "mobilenetv2"
         with pytest.raises(recipes.RecipeError, match=r"odd\.yaml: 'training\.balancer\.name' is 'nope'"):
             registry.load_recipe("odd")
+
+
+def test_a_stored_card_shows_the_outputs_of_the_code_in_use(folders):
+    """Outputs are derived from the tasks: a card written by an older version still lists today's names."""
+    with registry.using(recipes=folders / "recipes", saved_models=folders / "saved_models"):
+        card = registry.card_from_recipe("tiny_reg").to_dict()
+    card["outputs"] = {"emotion": "written by an old version"}
+    (folders / "saved_models" / "tiny_reg").mkdir(parents=True)
+    (folders / "saved_models" / "tiny_reg" / "card.json").write_text(json.dumps(card))
+    with registry.using(recipes=folders / "recipes", saved_models=folders / "saved_models"):
+        shown = registry.model_card("tiny_reg").outputs
+    assert shown == describe_outputs(card["tasks"]) and "emotion_probs" in shown
