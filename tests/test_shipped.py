@@ -5,6 +5,7 @@ answered by the in-process serving doubles."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ from conftest import REPO
 import affect_zoo
 from affect_zoo import data, experiments, export, metrics, recipes, zoo
 
-SHIPPED = [f"{method}_efficientnet_lite0_emotion6" for method in ("afi", "single", "hard_share", "cross_stitch")]
+SHIPPED = [f"{method}_efficientnet_lite0_emotion6" for method in ("afi", "single", "hard_share", "cross_stitch",
+                                                                  "nddr_linear_s123")]
 AFI = "afi_efficientnet_lite0_emotion6"
 JOY = "emotion6/images/joy/1.jpg"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -107,10 +109,16 @@ def test_the_readme_table_quotes_the_cards():
 
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory):
-    """The package built as a wheel and installed (no deps: they are this venv's) into a directory of its own."""
+    """The package built as a wheel and installed (no deps: they are this venv's) into a directory of its own.
+
+    Built from a copy without ``build/``: setuptools reuses that folder, so files deleted from the tree since an
+    earlier build (retired entries) would otherwise ship in the wheel."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns("build", ".venv", ".git", "*.egg-info", ".pytest_cache",
+                                                                "__pycache__"))
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
-        str(REPO))
+        str(source))
     wheel = next((root / "dist").glob("affect_zoo-*.whl"))
     run(sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(root / "site"), str(wheel))
     return root
