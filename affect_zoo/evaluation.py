@@ -7,46 +7,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from affect_zoo import data, metrics, recipes, registry, zoo
-from affect_zoo.models import mmemo
-from affect_zoo.tasks import Task, as_tasks
-
-MMEMO_PREDICTION = "prediction"
+from affect_zoo import data, metrics, registry, zoo
+from affect_zoo.families import family_of
+from affect_zoo.tasks import as_tasks
 
 
 def pipeline(recipe, split_key, training, data_dir, strategy):
+    """The batches of a recipe's split as its family feeds them (augmented when ``training``)."""
     dataset = recipe.dataset
     split = dataset.splits.get(split_key, split_key)
     source = data.load_split(dataset.name, split, data_dir=data_dir or dataset.data_dir, config=dataset.config)
     replicas = strategy.num_replicas_in_sync
-    size, batch_size = recipe.model.input_size, recipe.training.batch_size
-    common = dict(augment=dataclasses.asdict(recipe.training.augment) if training else False,
-                  seed=recipe.training.seed, drop_remainder=replicas > 1)
-    if recipe.model.family == "mmemo":
-        _check_mmemo_dataset(recipe)
-        return data.make_example_pipeline(source, _mmemo_example, size, batch_size, training=training, **common)
-    return data.make_pipeline(
-        source, as_tasks(recipe.tasks), size, batch_size, training=training,
-        targets=dataset.targets or dataset.name, ignore=dataset.ignore, **common)
-
-
-def _mmemo_example(example):
-    """mmemo's ``(x, y, sample_weight)`` of an example whose image is already the model's view; an absent image
-    (the builder stores a black placeholder) is exactly zeros, as ``mmemo.encode_records`` feeds it."""
-    present = tf.cast(example["image_present"], tf.float32)
-    return mmemo.training_example({**example, "image": example["image"] * present})
-
-
-def _check_mmemo_dataset(recipe):
-    """mmemo's targets are fixed by ``mmemo.training_example`` (the label, for every classifier): a recipe that
-    says otherwise would be silently ignored, so it is an error."""
-    dataset = recipe.dataset
-    if dataset.ignore:
-        raise recipes.RecipeError("dataset.ignore: the mmemo family has no multilabel target to ignore labels of")
-    for task, keys in (dataset.targets or {}).items():
-        if ([keys] if isinstance(keys, str) else list(keys)) != ["label"]:
-            raise recipes.RecipeError(f"dataset.targets.{task}: mmemo trains every classifier on the example's "
-                                      f"label (mmemo.training_example); got {keys!r}")
+    return family_of(recipe).pipeline(
+        recipe, source, training, augment=dataclasses.asdict(recipe.training.augment) if training else False,
+        seed=recipe.training.seed, drop_remainder=replicas > 1)
 
 
 def paired_comparison(card_a, card_b, task, metric, split="test"):
@@ -103,24 +77,20 @@ def predictions_and_targets(model, recipe, split, data_dir=None, progress=None):
 
 
 def _evaluated_tasks(recipe, tasks):
-    """The tasks measured on a test split: the model's, plus mmemo's ``prediction`` (not trained, so no task)."""
-    tasks = list(tasks)
-    if recipe.model.family == "mmemo":
-        tasks.append(Task(MMEMO_PREDICTION, "classification", tasks[0].size, labels=tasks[0].labels))
-    return tasks
+    """The tasks measured on a test split: the model's, plus what its family adds (mmemo's ``prediction``)."""
+    return family_of(recipe).evaluated_tasks(tasks)
 
 
 def _batches(recipe, split, data_dir):
     """``(x, targets, rows)`` per batch of a split's evaluation pipeline, targets as NumPy and ``rows[task]`` the
     boolean mask of the samples the task applies to (non-zero sample weight)."""
-    mmemo_family = recipe.model.family == "mmemo"
+    family = family_of(recipe)
     for element in pipeline(recipe, split, False, data_dir, tf.distribute.get_strategy()):
         x, y, weights = keras.utils.unpack_x_y_sample_weight(element)
         y = {k: np.asarray(v) for k, v in y.items()}
         every = np.ones(len(next(iter(y.values()))), bool)
         rows = {k: every if weights is None else np.asarray(weights[k]) > 0 for k in y}
-        if mmemo_family:
-            y[MMEMO_PREDICTION], rows[MMEMO_PREDICTION] = y[mmemo.OUTPUT_NAMES[-1]], every
+        y, rows = family.evaluation_targets(y, rows, every)
         yield x, y, rows
 
 

@@ -6,18 +6,13 @@ the measured test metrics, the trivial baseline measured the same way, and how t
 recipe, commit, data split, wall time) and ``SHA256SUMS``. Long runs live in ``run_dir`` (checkpoints each epoch,
 TensorBoard logs, resume state): a run killed at any point continues with ``resume=True``.
 
-Families differ in how they train, all as data in the recipe:
-
-- ``multitask``: one ``fit`` of all tasks.
-- ``semdep`` with ``training.phases``: one ``fit`` per stage, in order, each in ``run_dir/phase_<k>_<name>/``
-  (see ``train``); the entry is the network after the last stage, evaluated on the recipe's task.
-- ``mmemo``: the inputs (image, text, tags, presence flags), targets and per-classifier sample weights come from
-  ``mmemo.training_example``, and the network is sized by the dataset's ``info.metadata`` (vocabularies, sequence
-  lengths). Those sizes are written to the card as ``produced.network_options`` (``zoo.load`` rebuilds the
-  network with them) and the vocabularies beside the weights (``text_vocabulary.txt``, ``tags_vocabulary.txt``,
-  one token per line in id order, ``affect_zoo.text.Vocabulary.load``), so new posts can be encoded without the
-  dataset. A classifier is evaluated on the test samples that have all of its modalities (``samples`` says how
-  many), and ``prediction`` (the classifier of exactly the present modalities) on all of them.
+How a family trains is its ``affect_zoo.families.Family``'s (this driver asks it and never branches on the name):
+``multitask`` and ``mmemo`` fit all tasks at once; ``semdep`` with ``training.phases`` fits one stage after another
+(``Family.stages``), each in ``run_dir/phase_<k>_<name>/``, and the entry is the network after the last stage.
+mmemo's network is sized by its dataset's ``info.metadata`` (``Family.network_for_dataset``): those sizes go to
+the card as ``produced.network_options`` (``zoo.load`` rebuilds the network with them) and the vocabularies beside
+the weights (``text_vocabulary.txt``, ``tags_vocabulary.txt``, one token per line in id order,
+``affect_zoo.text.Vocabulary.load``), so new posts can be encoded without the dataset.
 """
 import contextlib
 import csv
@@ -35,12 +30,12 @@ import h5py
 import keras
 import numpy as np
 
-from affect_zoo import data, files, recipes, registry, zoo
+from affect_zoo import files, recipes, registry, zoo
 from affect_zoo.backbones import imagenet_packages
 from affect_zoo.evaluation import (evaluate, over_seeds, paired_comparison, pipeline,  # noqa: F401
                                    predictions_and_targets, task_metrics, trivial_baseline)
-from affect_zoo.models import copy_weights_by_name, mmemo, semdep
-from affect_zoo.tasks import as_tasks
+from affect_zoo.families import family_of
+from affect_zoo.models import copy_weights_by_name
 from affect_zoo.training import (is_chief, make_strategy, save_weights_atomically, standard_callbacks,
                                  weights_bytes)
 
@@ -106,7 +101,8 @@ def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False
 
 
 def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_per_epoch, verbose, overwrite_entry):
-    phases = _phases(recipe)
+    family_of(recipe).check(recipe)
+    phases = recipe.training.phases or None
     if phases and epochs is not None:
         phases = tuple(dataclasses.replace(p, epochs=min(p.epochs, epochs)) for p in phases)
         recipe = recipe.replace(**{"training.phases": phases, "training.epochs": sum(p.epochs for p in phases)})
@@ -171,8 +167,9 @@ def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir
             _initialise(model, recipe.init)
     files.check_free_space(output_dir, _entry_bytes(model, assets))
     produced = {"network_options": network_options} if network_options else {}
-    if phases:
-        produced["phases"] = _train_phases(model, recipe, phases, train_data, validation, run_dir,
+    stages = family_of(recipe).stages(recipe, model.network) if phases else None
+    if stages:
+        produced["phases"] = _train_stages(model, recipe, stages, train_data, validation, run_dir,
                                            steps_per_epoch, steps, strategy, verbose)
         return model, produced, assets, time.time() - started
     files.make_dirs(run_dir)
@@ -263,89 +260,40 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, 
 
 
 def _model(recipe, data_dir):
-    """The untrained model of a recipe, the network options its dataset fixed (for the card; {} unless mmemo) and
-    the files to ship beside the weights ({filename: text})."""
-    spec = recipe.model
-    if spec.family != "mmemo":
-        return zoo.model_from_recipe(recipe, backbone_weights=spec.weights), {}, {}
-    dataset = recipe.dataset
-    metadata = data.load_metadata(dataset.name, data_dir=data_dir or dataset.data_dir, config=dataset.config)
-    classes = list(metadata["classes"])
-    for i, task in enumerate(recipe.tasks):
-        if task.get("size") != len(classes):
-            raise recipes.RecipeError(f"tasks[{i}].size: {task.get('size')}, but dataset {dataset.name!r} has "
-                                      f"{len(classes)} classes ({', '.join(classes)})")
-    fixed = mmemo.dataset_options(metadata)
-    options = dict(spec.options)
-    clash = sorted(set(options) & set(fixed))
-    if clash:
-        raise recipes.RecipeError(f"model.options.{clash[0]}: mmemo takes it from the dataset's metadata; remove it")
-    network = mmemo.build_for_dataset(spec.backbone, metadata, (*spec.input_size, 3), weights=spec.weights,
-                                      **options)
-    # The trained embedding is in the weights: a rebuild needs its width, not the word-vector file.
-    network_options = {**fixed, "text_embedding_dim": int(network.get_layer("text_embedding").output_dim),
-                       "word_vectors": None}
-    assets = {f"{kind}_vocabulary.txt": "\n".join(metadata[f"{kind}_vocabulary"]) + "\n"
-              for kind in ("text", "tags")}
+    """The untrained model of a recipe, the network options its dataset fixed (for the card; {} unless the family
+    sizes the network from the dataset, as mmemo does) and the files to ship beside the weights ({filename: text})."""
+    network, network_options, assets = family_of(recipe).network_for_dataset(recipe, data_dir,
+                                                                              recipe.model.weights)
     return zoo.multitask_model(recipe, network), network_options, assets
 
 
-def _phases(recipe):
-    """The recipe's training phases (``PhaseSpec``s), checked against semdep's stages, or None."""
-    phases = recipe.training.phases
-    if not phases:
-        return None
-    family = recipe.model.family
-    if family != "semdep":
-        raise recipes.RecipeError(f"training.phases: only the semdep family trains in phases, not {family!r}")
-    for i, phase in enumerate(phases):
-        if phase.name not in semdep.PHASE_NAMES:
-            raise recipes.RecipeError(f"training.phases[{i}].name: unknown phase {phase.name!r}; semdep's "
-                                      f"phases are {', '.join(semdep.PHASE_NAMES)}")
-        parts = semdep.phase_parts(phase.name, _attention_mode(recipe))
-        if phase.trainable is not None and sorted(phase.trainable) != sorted(parts):
-            raise recipes.RecipeError(f"training.phases[{i}].trainable: phase {phase.name!r} trains "
-                                      f"{list(parts)}, the recipe says {list(phase.trainable)}")
-    return phases
-
-
-def _attention_mode(recipe):
-    """The semdep recipe's ``model.options.attention`` (default: the paper's "maps"), checked."""
-    mode = recipe.model.options.get("attention", "maps")
-    if mode not in semdep.ATTENTION_MODES:
-        raise recipes.RecipeError(f"model.options.attention: {mode!r} is not one of {semdep.ATTENTION_MODES}")
-    return mode
-
-
-def _train_phases(model, recipe, phases, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
+def _train_stages(model, recipe, stages, train_data, validation, run_dir, steps_per_epoch, steps, strategy,
                   verbose):
-    """Train the model's semdep network stage by stage (see ``train``); returns, per phase, what it did."""
+    """Train the network stage by stage as its family plans (see ``train``); returns, per stage, what it did."""
     network, training = model.network, recipe.training
-    task = as_tasks(recipe.tasks)[0]
     done = []
-    for k, phase in enumerate(phases, start=1):
-        folder = run_dir / f"phase_{k}_{phase.name}"
-        tasks = semdep.phase_tasks(task, phase.name, semdep.attention_mode(network))
-        rate = float(phase.learning_rate or training.optimizer.learning_rate)
-        record = {"name": phase.name, "epochs": phase.epochs, "learning_rate": rate, "output": tasks[0].name,
-                  "skipped": (folder / PHASE_DONE).is_file()}
-        if record["skipped"]:  # finished by an earlier run: start the next phase from its weights
+    for k, stage in enumerate(stages, start=1):
+        folder = run_dir / f"phase_{k}_{stage.name}"
+        record = {"name": stage.name, "epochs": stage.epochs, "learning_rate": stage.learning_rate,
+                  "output": stage.tasks[0].name, "skipped": (folder / PHASE_DONE).is_file()}
+        if record["skipped"]:  # finished by an earlier run: start the next stage from its weights
             network.load_weights(str(folder / PHASE_WEIGHTS))
             done.append(record)
             continue
-        semdep.phase_trainable(network, phase.name)
+        stage.prepare(network)
 
-        def rename(x, y, name=phase.name, attention=semdep.attention_mode(network)):
-            return x, semdep.phase_targets(y, task.name, name, attention)
+        def rename(x, y, targets=stage.targets):
+            return x, targets(y)
 
-        stage_training = dataclasses.replace(training, epochs=phase.epochs,
-                                             optimizer=dataclasses.replace(training.optimizer, learning_rate=rate))
+        stage_training = dataclasses.replace(
+            training, epochs=stage.epochs,
+            optimizer=dataclasses.replace(training.optimizer, learning_rate=stage.learning_rate))
         with strategy.scope():
-            stage = zoo.multitask_model(recipe, network, tasks=tasks)
-            stage.compile(optimizer=optimizer_from_recipe(stage_training, max(1, steps)))
-        stage.fit(train_data.map(rename), validation_data=validation.map(rename) if validation else None,
-                  epochs=phase.epochs, steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
-                  verbose=verbose)
+            fitted = zoo.multitask_model(recipe, network, tasks=stage.tasks)
+            fitted.compile(optimizer=optimizer_from_recipe(stage_training, max(1, steps)))
+        fitted.fit(train_data.map(rename), validation_data=validation.map(rename) if validation else None,
+                   epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=standard_callbacks(str(folder)),
+                   verbose=verbose)
         save_weights_atomically(network, folder / PHASE_WEIGHTS)
         files.atomic_write_text(folder / PHASE_DONE, json.dumps({**record, "phase": k, "finished": time.time()}) + "\n")
         done.append(record)

@@ -16,7 +16,7 @@ from affect_zoo import balancing, registry
 from affect_zoo.cache import sha256  # noqa: F401  (kept importable from here)
 from affect_zoo.hub import (UnverifiedWeightsWarning, WeightsError, download, resolve_weights,  # noqa: F401
                             verify_user_weights)
-from affect_zoo.models import build_network
+from affect_zoo.families import family_of
 from affect_zoo.registry import (SAVED_MODELS_DIR, CardError, ModelCard, card_from_recipe, list_models,  # noqa: F401
                                  model_card, register_model)
 from affect_zoo.tasks import as_tasks
@@ -39,11 +39,7 @@ def _recipe_builder(name):
 def model_from_recipe(recipe, backbone_weights=None):
     """The untrained MultiTaskModel a recipe describes (compiled by the trainer, not here)."""
     recipe = registry.as_recipe(recipe)
-    model = recipe.model
-    network = build_network(model.family, backbone=model.backbone, tasks=as_tasks(recipe.tasks),
-                            input_shape=(*model.input_size, 3), weights=backbone_weights,
-                            architecture=model.architecture, **model.options)
-    return multitask_model(recipe, network)
+    return multitask_model(recipe, family_of(recipe).network(recipe, backbone_weights))
 
 
 def multitask_model(recipe, network, tasks=None):

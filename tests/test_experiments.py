@@ -134,6 +134,7 @@ def test_cli_export_writes_the_recipes_export_version_unless_told_another(traine
         assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "out" / "tiny_e6" / "7")
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_another_entry_by_layer_name(trained):
     """A recipe whose ``init`` names an entry starts from its weights wherever layer names and shapes match (here
     the branches and heads of an AFI entry under a cross-stitch net); one Adam step at learning rate 1e-9 (a

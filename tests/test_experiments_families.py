@@ -12,10 +12,11 @@ import yaml
 from test_semdep import snapshot
 
 import affect_zoo
-from affect_zoo import data, evaluation, experiments, metrics_multilabel, recipes, registry, zoo
+from affect_zoo import data, evaluation, experiments, families, metrics_multilabel, recipes, registry, zoo
 from affect_zoo.models import mmemo, semdep
 from affect_zoo.tasks import Task
 from affect_zoo.text import Vocabulary
+
 
 SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 PHASES = ("backbone", "attention", "semantic", "all")
@@ -77,6 +78,7 @@ def part_weights(path):
     return snapshot(network)
 
 
+@pytest.mark.slow
 def test_phases_ran_in_order_and_each_moved_only_its_parts(semdep_run):
     root, card, _ = semdep_run
     markers = [json.loads((phase_dir(root / "semdep_run", k) / experiments.PHASE_DONE).read_text())
@@ -123,6 +125,7 @@ def test_ignore_errors_name_the_task_and_feature(voc2007_dummy_data_dir, ignore,
                            targets={"labels": ["labels"]}, ignore={"labels": "difficult"})
 
 
+@pytest.mark.slow
 def test_semdep_card_has_test_map_that_the_loaded_entry_reproduces(semdep_run):
     root, card, data_dir = semdep_run
     test = card["metrics"]["test"]["labels"]
@@ -137,6 +140,7 @@ def test_semdep_card_has_test_map_that_the_loaded_entry_reproduces(semdep_run):
                                                                                   outputs["labels"]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_phases_and_continues_a_killed_one(semdep_run, tmp_path):
     root, _, data_dir = semdep_run
     run = tmp_path / "run"
@@ -183,7 +187,8 @@ def test_phase_recipe_errors_name_the_key(edit, message):
     recipe = json.loads(json.dumps(SEMDEP))
     edit(recipe)
     with pytest.raises(recipes.RecipeError, match=message):
-        experiments._phases(recipes.resolve(recipe))
+        resolved = recipes.resolve(recipe)
+        families.family_of(resolved).check(resolved)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -209,6 +214,7 @@ def dummy_builder(data_dir):
     return tfds.builder_from_directory(str(data_dir / "affect_multimodal" / "1.1.0"))
 
 
+@pytest.mark.slow
 def test_mmemo_card_has_accuracy_per_classifier_on_the_samples_it_applies_to(mmemo_run):
     root, card, data_dir = mmemo_run
     builder = dummy_builder(data_dir)
@@ -233,6 +239,7 @@ def test_mmemo_card_has_accuracy_per_classifier_on_the_samples_it_applies_to(mme
     assert sums["tiny_mmemo.weights.h5"] == card["weights"]["sha256"]
 
 
+@pytest.mark.slow
 def test_loaded_mmemo_entry_reproduces_its_card_and_predicts_new_posts(mmemo_run):
     root, card, data_dir = mmemo_run
     model = affect_zoo.load("tiny_mmemo")
@@ -254,6 +261,7 @@ def test_loaded_mmemo_entry_reproduces_its_card_and_predicts_new_posts(mmemo_run
     np.testing.assert_allclose(np.sum(out["prediction"], axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mmemo_recipe_that_disagrees_with_its_dataset_is_refused(mmemo_run, tmp_path):
     _, _, data_dir = mmemo_run
     recipe = json.loads(json.dumps(MMEMO))

@@ -10,6 +10,7 @@ import pytest
 import affect_zoo
 from affect_zoo import experiments, recipes, registry
 
+
 RECIPE = {
     "name": "tiny_seeds",
     "dataset": {"name": "emotion6", "splits": {"train": "train", "validation": "validation", "test": "test"}},
@@ -31,6 +32,7 @@ def trained(tmp_path_factory, emotion6_dummy_data_dir, scratch_zoo):
         yield root, card, str(emotion6_dummy_data_dir)
 
 
+@pytest.mark.slow
 def test_each_seed_selects_its_best_validation_epoch(trained):
     root, card, _ = trained
     for seed in (3, 5):
@@ -44,6 +46,7 @@ def test_each_seed_selects_its_best_validation_epoch(trained):
             sum(float(row["epoch_seconds"]) for row in history.values()), abs=0.1)
 
 
+@pytest.mark.slow
 def test_the_shipped_seed_is_best_on_validation_and_reproduces_its_test_metrics(trained):
     root, card, data_dir = trained
     summary = card["metrics"]["test_over_seeds"]
@@ -61,6 +64,7 @@ def test_the_shipped_seed_is_best_on_validation_and_reproduces_its_test_metrics(
             assert again[task][name] == pytest.approx(value, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_mean_and_sd_over_seeds_match_numpy(trained):
     root, card, _ = trained
     summary = card["metrics"]["test_over_seeds"]
@@ -73,6 +77,7 @@ def test_mean_and_sd_over_seeds_match_numpy(trained):
     assert stored["metrics"]["test_over_seeds"]["seeds"] == [3, 5]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_seeds(trained, monkeypatch):
     root, card, data_dir = trained
     with pytest.raises(FileExistsError, match="--resume"):
@@ -126,6 +131,7 @@ def test_recipe_validation(change, message):
         recipes.validate(recipe, where="tiny.yaml")
 
 
+@pytest.mark.slow
 def test_float16_entry_file_loads_as_float32_and_its_card_measures_that_file(trained):
     root, card, _ = trained
     path = root / "saved_models" / "tiny_seeds" / "tiny_seeds.weights.h5"
@@ -174,6 +180,7 @@ def test_paired_comparison_by_hand():
         experiments.paired_comparison(a, {"name": "c", "metrics": {"test": {}}}, "emotion", "kl")
 
 
+@pytest.mark.slow
 def test_cli_prints_a_multi_seed_card(trained, capsys):
     from affect_zoo import cli
 

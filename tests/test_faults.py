@@ -300,6 +300,7 @@ def test_a_second_run_on_a_locked_run_dir_is_refused_at_once_naming_the_holder(t
         assert lock.read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_training_never_replaces_a_published_entry_without_the_flag(tiny_recipe, tmp_path, capsys,
                                                                     emotion6_dummy_data_dir):
     out = tmp_path / "elsewhere"
@@ -371,6 +372,7 @@ def test_an_entry_folder_holding_other_files_or_published_meanwhile_is_not_repla
 
 # --- user weights, cards, downloads -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_user_weights_are_verified_against_a_sha256_beside_them_or_flagged(zoo_dirs, tmp_path):
     path, _ = tiny_weights(str(zoo_dirs.parent))
     with pytest.warns(zoo.UnverifiedWeightsWarning, match=f"{path}: no tiny.weights.h5.sha256 beside it"):

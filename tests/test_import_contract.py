@@ -26,6 +26,7 @@ LAYERS = [
     ("models", {"models"}),
     ("training", {"training"}),
     ("recipes", {"recipes"}),
+    ("families", {"families"}),
     ("registry", {"registry"}),
     ("hub", {"hub"}),
     ("zoo", {"zoo"}),

@@ -82,6 +82,7 @@ def branch_weights(net, prefixes):
     return [np.array(w) for layer in net.layers if layer.name.startswith(prefixes) for w in layer.weights]
 
 
+@pytest.mark.slow
 def test_training_leaves_absent_modalities_untouched_then_save_and_load(tmp_path):
     """Graph-mode fit on batches without text: the text encoder and every classifier that reads text get an
     exactly zero gradient (their terms are dropped), the others train; then a .keras round trip."""

@@ -132,6 +132,7 @@ def test_single_task_weights_initialise_afi_branches():
     assert shared and all(np.array_equal(v.numpy(), by_path[v.path]) for v in shared)
 
 
+@pytest.mark.slow
 def test_afi_trains_logs_site_statistics_and_round_trips(tmp_path):
     keras.utils.set_random_seed(0)
     # VGG16 (no BatchNormalization) traces its train step several times faster than MobileNetV2 on CPU.

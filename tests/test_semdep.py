@@ -58,6 +58,7 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
+@pytest.mark.slow
 def test_densenet121_paper_architecture_builds():
     net = semdep.build("densenet121", {"name": "voc", "kind": "multilabel", "size": 20}, SHAPE)
     by_name = {layer.name: layer for layer in net.layers}
@@ -170,6 +171,7 @@ def test_frozen_parts_do_not_move_in_their_stage(phase, attention):
     semdep.phase_trainable(net, 4)
 
 
+@pytest.mark.slow
 def test_train_with_ignored_labels_then_save_and_load(tmp_path):
     """Phase 4 in graph mode on targets with ignored (-1) entries, then a .keras round trip of the network.
     (VGG16: tracing MobileNetV2's train step takes most of a minute on a shared CPU.)"""

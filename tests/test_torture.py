@@ -245,6 +245,7 @@ def _pixels_ok(case):
     return errors == [None] and np.abs(got.numpy()[0] - reference).mean() < 3
 
 
+@pytest.mark.slow
 def test_predict_scores_every_good_image_and_names_every_bad_one(tiny):
     """One batch: every case between good images. Each bad item gets an error naming it; each good one a result
     equal to predicting it alone; nothing escapes, nothing hangs."""
@@ -280,6 +281,7 @@ def test_predict_scores_every_good_image_and_names_every_bad_one(tiny):
     assert not wrong, wrong
 
 
+@pytest.mark.slow
 def test_cli_predict_prints_every_row_and_no_traceback(tiny):
     """One subprocess with every path of the corpus between good images: a row per argument in order, an error row
     naming each bad one, results equal to the in-process predict, exit 1, no traceback, bounded in time."""
@@ -329,6 +331,7 @@ def _cli(tiny, command, *args):
     return [sys.executable, "-c", script, command, *args, "--weights", str(tiny.weights), "--json"]
 
 
+@pytest.mark.slow
 def test_the_bytes_signature_refuses_cleanly_or_agrees_with_predict(tiny):
     """Each byte-like case between two good images, one request each: a refusal is INVALID_ARGUMENT naming
     ``images[1]`` (a bomb refused within a second, before decoding), a result equals ``predict``'s; the good images'
@@ -431,6 +434,7 @@ def _orientation_model():
     return MultiTaskModel(network, tasks=tasks, name="where_tiny")
 
 
+@pytest.mark.slow
 def test_exif_rotated_photos_score_the_same_in_predict_and_the_signature(tmp_path):
     """Every EXIF orientation (1–8): ``predict`` and the bytes signature agree to 1e-5, and differ from scoring the
     stored (unturned) pixels, so the test can fail; the graph's pixels equal Pillow's exif_transpose of TF's own
@@ -492,6 +496,7 @@ def test_the_pixel_limit_is_an_export_option_recorded_in_its_info(tmp_path):
         export.export_saved_model(network, tmp_path, version=3, tasks=tasks, max_pixels=0)
 
 
+@pytest.mark.slow
 def test_headers_give_the_size_the_decoder_finds():
     """``data.image_size_from_header`` (in the graph) against Pillow's size for every format the graph reads."""
     for fmt, options in [("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True}),

@@ -2,6 +2,7 @@
 traced step, and one SGD momentum per trainable variable, built once in ``compile`` and not again by the step."""
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from affect_zoo.models import multitask
@@ -12,6 +13,7 @@ TASKS = [Task("va", "regression", 2, branch=0, target_range=(1, 9)),
          Task("emotion", "distribution", 7, branch=1, circle="emotion6")]
 
 
+@pytest.mark.slow
 def test_afi_step_is_float32_and_builds_its_slots_once():
     keras.utils.set_random_seed(0)
     network = multitask.build("afi", "mobilenetv2", TASKS, (32, 32, 3), alpha=0.35, recalibrate=True)
