@@ -319,7 +319,7 @@ def cmd_export(args):
     path = export.export_saved_model(model, args.out_dir, version=version, name=args.name,
                                      overwrite=args.overwrite, max_pixels=args.max_pixels or None)
     if args.json:
-        _print_json({"name": args.name, "path": str(path), "outputs": export.output_names(model.tasks)})
+        _print_json({"name": args.name, "path": str(path), "outputs": export.read_export_info(path)["outputs"]})
     else:
         print(f"exported {args.name} to {path}")
 

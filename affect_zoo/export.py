@@ -12,7 +12,9 @@ Signatures:
   (a JPEG's EXIF orientation applied) and resized inside the graph exactly as the training pipeline does;
 - ``predict_tensor``: ``images``, float32 [None, H, W, 3] RGB in [0, 255] at the entry's input size.
 Both return the named outputs of ``output_names``; ``decode_outputs`` turns them back into the dict keyed by task
-that ``affect_zoo.predict`` and the Keras model return.
+that ``affect_zoo.predict`` and the Keras model return. The signatures are the model family's
+(``Family.serving_functions``): an ``mmemo`` model's also take ``text`` and ``tags`` (``affect_zoo.families.mmemo``),
+and ``affect_zoo.json`` lists every signature's inputs.
 
 Built with a ``tf.Module`` and ``tf.saved_model.save`` rather than ``keras.export.ExportArchive``: the module tracks
 exactly the ``tf.Variable`` objects the two signature graphs capture (the trainer's optimizer, balancer and metrics
@@ -39,12 +41,12 @@ from tensorflow_serving.config import model_server_config_pb2
 from affect_zoo import imageio
 # The input graph is the image room's; known_format and decode_image_bytes stay importable from here (serving).
 from affect_zoo.imageio.graph import decode_and_resize, decode_image_bytes, image_size_from_header, known_format  # noqa: F401,E501
+from affect_zoo.families.base import (BYTES_SIGNATURE, IMAGES, TENSOR_SIGNATURE,  # noqa: F401 (serving's names)
+                                     family_of_model, get_family)
 from affect_zoo.tasks import GraphOps, as_tasks
 from affect_zoo.tasks import output_names as tasks_output_names
 
-BYTES_SIGNATURE = "serving_default"
-TENSOR_SIGNATURE = "predict_tensor"
-INPUT_KEY = "images"
+INPUT_KEY = IMAGES
 WARMUP_FILE = "tf_serving_warmup_requests"
 INFO_FILE = "affect_zoo.json"
 # Generated warmup images (height, width): small, odd and large, portrait and landscape, so the first real requests
@@ -71,10 +73,7 @@ def output_names(tasks):
 
 def named_outputs(predictions, tasks):
     """The network's dict keyed by task → the signature's named outputs (graph tensors; used inside the export)."""
-    out = {}
-    for t in as_tasks(tasks):
-        out.update(t.handler.output_values(t, tf.cast(predictions[t.name], tf.float32), GraphOps))
-    return out
+    return get_family("multitask").named_outputs(as_tasks(tasks), predictions, GraphOps)
 
 
 def decode_outputs(outputs, tasks):
@@ -125,16 +124,17 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
                                    or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     max_pixels = None if max_pixels is None else int(max_pixels)
-    size = _input_size(network)
+    family = family_of_model(model)
+    size = _input_size(network, family)
     _check_outputs(network, tasks)
-    output_names(tasks)  # refuses clashing names before the slow part
+    outputs = family.output_names(tasks)  # refuses clashing names before the slow part
     model_dir = pathlib.Path(base_dir) / name
     target = model_dir / str(int(version))
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists: version {int(version)} of {name!r} is already exported; pass "
                               "overwrite=True (CLI: --overwrite) to replace it or choose another version")
-    requests = _warmup_requests(name, size, warmup, max_pixels)
-    module, signatures = _serving_module(network, tasks, size, max_pixels)
+    requests = _warmup_requests(name, size, warmup, max_pixels, family)
+    module, signatures = _serving_module(model, family, tasks, size, max_pixels)
     for signature, function in signatures.items():
         ops = custom_gradient_ops(function.graph.as_graph_def())
         if ops:
@@ -152,9 +152,8 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
                 for log in requests:
                     writer.write(log.SerializeToString())
         info = {"name": name, "version": int(version), "input_size": list(size), "max_pixels": max_pixels,
-                "tasks": [t.get_config() for t in tasks], "outputs": output_names(tasks),
-                "signatures": {BYTES_SIGNATURE: "encoded image bytes, tf.string [None]",
-                               TENSOR_SIGNATURE: f"float32 [None, {size[0]}, {size[1]}, 3] RGB in [0, 255]"}}
+                "tasks": [t.get_config() for t in tasks], "outputs": outputs,
+                "signatures": family.signature_inputs(size)}
         (extra / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         _move_into_place(staging, target, overwrite)
     finally:
@@ -176,16 +175,21 @@ def _check_outputs(network, tasks):
                          f"by task name; its outputs: {sorted(outputs) or type(network.output).__name__}")
 
 
-def _input_size(network):
-    shape = tuple(network.inputs[0].shape) if len(network.inputs) == 1 else None
+def _input_size(network, family):
+    """(H, W) of the network's image input: its only input, or ``image`` for a family with named inputs."""
+    if family.input_names:
+        shape = next((tuple(i.shape) for i in network.inputs if i.name.split(":")[0] == "image"), None)
+    else:
+        shape = tuple(network.inputs[0].shape) if len(network.inputs) == 1 else None
     if shape is None or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(s, int) for s in shape[1:3]):
         raise ValueError(f"model {network.name!r} must take one input of shape (batch, H, W, 3) with H and W fixed; "
                          f"its inputs: {[tuple(i.shape) for i in network.inputs]}")
     return shape[1], shape[2]
 
 
-def _serving_module(network, tasks, size, max_pixels):
-    """A tf.Module holding the variables the signatures capture, and the two signature functions.
+def _serving_module(model, family, tasks, size, max_pixels):
+    """A tf.Module holding the variables (and lookup tables) the signatures capture, and the signature functions
+    (the family's: ``Family.serving_functions``).
 
     The module tracks the ``tf.Variable`` objects the traced graphs capture, not the network's ``keras.Variable``
     wrappers: saved through the wrappers, a SavedModel loads in TF 2 Python but not in a TF 1 session, which is how
@@ -193,21 +197,13 @@ def _serving_module(network, tasks, size, max_pixels):
     a copy, not the variable the graph reads). The functions are not attributes of the module: a loaded SavedModel
     reaches them through ``.signatures``, and keeping them off the object graph stores each once.
     """
-    @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name=INPUT_KEY)], autograph=False)
-    def predict_tensor(images):
-        return named_outputs(network(images, training=False), tasks)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)], autograph=False)
-    def predict_bytes(images):
-        return predict_tensor(decode_and_resize(images, size, max_pixels))
-
-    signatures = {BYTES_SIGNATURE: predict_bytes.get_concrete_function(),
-                  TENSOR_SIGNATURE: predict_tensor.get_concrete_function()}
+    signatures, trackables = family.serving_functions(model, tasks, size, max_pixels)
     captured = {}
     for function in signatures.values():
         captured.update((id(v), v) for v in function.variables)
     module = tf.Module(name="affect_zoo_serving")
     module.model_variables = list(captured.values())
+    module.resources = list(trackables)
     return module, signatures
 
 
@@ -261,9 +257,10 @@ def encode_for_request(item, index=0):
     raise TypeError(f"images[{index}]: expected a path, encoded bytes or an RGB array, got {type(item).__name__}")
 
 
-def _warmup_requests(name, size, warmup, max_pixels=imageio.MAX_PIXELS):
+def _warmup_requests(name, size, warmup, max_pixels=imageio.MAX_PIXELS, family=None):
     """PredictionLog protos for ``assets.extra/tf_serving_warmup_requests``: one bytes request per image (each a
-    different size) plus one ``predict_tensor`` request, so both signatures are traced before traffic arrives."""
+    different size) plus one ``predict_tensor`` request, so both signatures are traced before traffic arrives
+    (the family's inputs: ``Family.warmup_inputs``)."""
     if warmup is False or warmup is None:
         return []
     if warmup is True:
@@ -284,16 +281,16 @@ def _warmup_requests(name, size, warmup, max_pixels=imageio.MAX_PIXELS):
             except tf.errors.InvalidArgumentError as e:
                 raise ValueError(f"warmup images[{i}] cannot be decoded by the serving graph: {e.message}") from e
 
-    def log(signature, tensor):
+    def log(signature, inputs):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = name
         request.model_spec.signature_name = signature
-        request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(tensor))
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
         return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
 
-    logs = [log(BYTES_SIGNATURE, np.array([data], dtype=object)) for data in images]
-    logs.append(log(TENSOR_SIGNATURE, np.full((1, *size, 3), 127.5, np.float32)))
-    return logs
+    family = family or get_family("multitask")
+    return [log(signature, inputs) for signature, inputs in family.warmup_inputs(images, size)]
 
 
 def _warmup_image(height, width):

@@ -21,16 +21,17 @@ import tensorflow as tf
 
 from affect_zoo import imageio
 from affect_zoo.imageio import graph
-from affect_zoo.tasks import named_outputs
+from affect_zoo.families.base import family_of_model
 from affect_zoo.zoo import load
 
 _NO_BYTES = b""
 _NO_PIXELS = np.zeros((0, 0, 1), np.float32)
 
 
-def predict(model_or_name, images, batch_size=32):
-    """Score images with a zoo model; returns the named outputs (see affect_zoo.tasks.named_outputs) as arrays
-    with one row per image, plus ``errors``: per image None or the reason it could not be read.
+def predict(model_or_name, images=None, batch_size=32, **inputs):
+    """Score images with a zoo model; returns the named outputs (see ``Family.named_outputs``: each task's raw
+    output under its name, then ``affect_zoo.tasks.output_names``) as arrays with one row per image, plus
+    ``errors``: per image None or the reason it could not be read.
 
     images: one or a list of paths, encoded bytes (JPEG, PNG, BMP, GIF, WebP, TIFF, ...) or arrays (H, W, 3) RGB,
     (H, W, 4) RGBA (alpha composited on white) or (H, W) grey, values in [0, 255]. A bad item does not sink the
@@ -38,25 +39,37 @@ def predict(model_or_name, images, batch_size=32):
     bytes, an image over ``imageio.MAX_PIXELS`` pixels, an array holding NaN, inf or values outside [0, 255], or an
     object of another type gets NaN rows (labels None) and an error naming it, and the other images are scored as
     they would be alone.
+    inputs: what the model's family takes beside images, one entry per image. An ``mmemo`` model takes
+    ``text=[str or None, ...]`` and ``tags=[[str, ...] or None, ...]``, and None for an image it lacks (images
+    itself may be None for text/tags only); it also answers ``prediction_probs``, ``prediction_label`` and
+    ``answered_by`` (see ``affect_zoo.families.mmemo``).
     """
     model = load(model_or_name) if isinstance(model_or_name, str) else model_or_name
-    items = [images] if _is_one_image(images) else list(images)
+    family = family_of_model(model)
+    if images is None:
+        if not family.image_optional or not inputs:
+            raise ValueError(f"{model.name}: images is None; give one image (path, bytes or array) per item")
+        first = next(iter(inputs.values()))
+        count = 1 if first is None or isinstance(first, str) else len(list(first))
+        items = [None] * count
+    else:
+        items = [images] if _is_one_image(images) else list(images)
+    extra = family.prediction_inputs(model, len(items), inputs)
     size = _input_size(model)
     errors = [None] * len(items)
     rows, outputs = [], []
-    for indices, batch in model_inputs(items, size, errors, batch_size):
-        raw = model.predict_on_batch(batch)
+    for indices, batch, present in _model_batches(items, family.image_optional, size, errors, batch_size):
+        raw = model.predict_on_batch(family.feed(batch, present, {k: v[indices] for k, v in extra.items()}))
         rows.append(indices)
         outputs.append({name: np.asarray(value) for name, value in raw.items()})
-    tasks = model.tasks
     if outputs:
-        raw = {t.name: np.concatenate([o[t.name] for o in outputs]) for t in tasks}
+        raw = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
         good = np.concatenate(rows)
     else:
-        raw = {t.name: np.zeros((0, t.size), np.float32) for t in tasks}
+        raw = _empty_outputs(model)
         good = np.zeros((0,), np.int64)
     out = {}
-    for key, value in named_outputs(tasks, raw).items():
+    for key, value in family.named_outputs(model.tasks, raw).items():
         value = np.asarray(value)
         full = np.full((len(items), *value.shape[1:]), None if value.dtype == object else np.nan,
                        dtype=object if value.dtype == object else np.float32)
@@ -66,18 +79,42 @@ def predict(model_or_name, images, batch_size=32):
     return out
 
 
-def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXELS):
+def _model_batches(items, image_optional, size, errors, batch_size):
+    """Yields ``(indices, images, image_present)``: the items' images through ``model_inputs``, then, when the
+    family allows it, the items without an image (None) as black images marked absent."""
+    absent = [i for i, item in enumerate(items) if item is None] if image_optional else []
+    given = [i for i, item in enumerate(items) if not (image_optional and item is None)]
+    given_errors = [None] * len(given)
+    positions = np.asarray(given, np.int64)
+    for indices, batch in model_inputs([items[i] for i in given], size, given_errors, batch_size, numbers=given):
+        yield positions[indices], batch, np.ones((len(indices),), np.float32)
+    for i, error in zip(given, given_errors):
+        errors[i] = error
+    for start in range(0, len(absent), batch_size):
+        chunk = np.asarray(absent[start:start + batch_size], np.int64)
+        yield chunk, np.zeros((len(chunk), *size, 3), np.float32), np.zeros((len(chunk),), np.float32)
+
+
+def _empty_outputs(model):
+    """Zero-row arrays shaped as each of the network's outputs (when no item could be read)."""
+    network = getattr(model, "network", model)
+    return {name: np.zeros((0, *tuple(t.shape)[1:]), np.float32) for name, t in network.output.items()}
+
+
+def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXELS, numbers=None):
     """Yields ``(indices, images)``: int64 [n] positions in ``items`` and float32 [n, h, w, 3] in [0, 255] at
     ``size``, what the model is fed, in batches of up to ``batch_size``. ``errors`` (a list as long as ``items``)
-    receives, at each item that yields nothing, the reason naming it."""
+    receives, at each item that yields nothing, the reason naming it (``image <numbers[i]>``, default its
+    position)."""
     size = tuple(int(s) for s in size)
+    numbers = list(range(len(items))) if numbers is None else list(numbers)
     sent = set()
     seen = set()
 
     def sources():
         for i, item in enumerate(items):
             try:
-                data, pixels = _source(item, i, max_pixels)
+                data, pixels = _source(item, numbers[i], max_pixels)
             except (ValueError, TypeError) as error:  # ours, naming the item
                 errors[i] = str(error)
                 continue
@@ -92,7 +129,7 @@ def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXE
         if _is_array(items[i]):
             continue
         try:
-            retry.append((i, _NO_BYTES, _second_decode(items[i], i, max_pixels)))
+            retry.append((i, _NO_BYTES, _second_decode(items[i], numbers[i], max_pixels)))
         except (ValueError, TypeError) as error:
             errors[i] = str(error)
     if retry:
@@ -101,7 +138,7 @@ def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXE
             yield indices, batch
     for i in range(len(items)):
         if i not in seen and errors[i] is None:  # e.g. what Pillow decoded failed in the graph too
-            errors[i] = f"{_name(items[i], i)}: could not be prepared for the model"
+            errors[i] = f"{_name(items[i], numbers[i])}: could not be prepared for the model"
 
 
 def _batches(sources, size, batch_size, max_pixels):
@@ -169,7 +206,9 @@ def _name(item, index):
 
 def _input_size(model):
     network = getattr(model, "network", model)
-    return tuple(network.input_shape[1:3])
+    shapes = {i.name.split(":")[0]: tuple(i.shape) for i in network.inputs}
+    shape = shapes["image"] if len(shapes) > 1 else next(iter(shapes.values()))
+    return tuple(shape[1:3])
 
 
 def _is_one_image(images):

@@ -17,6 +17,7 @@ from affect_zoo.cache import sha256  # noqa: F401  (kept importable from here)
 from affect_zoo.hub import (UnverifiedWeightsWarning, WeightsError, download, resolve_weights,  # noqa: F401
                             verify_user_weights)
 from affect_zoo.families import family_of
+from affect_zoo.families.base import family_of_model
 from affect_zoo.registry import (SAVED_MODELS_DIR, CardError, ModelCard, card_from_recipe, list_models,  # noqa: F401
                                  model_card, register_model)
 from affect_zoo.tasks import as_tasks
@@ -57,7 +58,8 @@ def load(name, weights="default"):
     weights: "default" (the entry's verified weights; an error naming the recipe if it has none), None (the
     untrained architecture, backbone randomly initialised) or the path of a ``.weights.h5`` file of the network
     (``model.network.save_weights``, as training writes it: a compiled model's own file also holds the optimizer's
-    slots, three times the size with Adam).
+    slots, three times the size with Adam). What inference needs beside the weights is read from their folder
+    (``Family.attach``: an mmemo entry's vocabularies).
     """
     entry = registry.entry(name)
     build = entry.build or _recipe_builder(name)
@@ -79,4 +81,5 @@ def load(name, weights="default"):
     except Exception as error:
         raise WeightsError(f"{path} does not fit {name} ({type(error).__name__}: "
                            f"{str(error).splitlines()[0][:200]})") from None
+    family_of_model(model).attach(model, path.parent)
     return model

@@ -259,6 +259,26 @@ def test_loaded_mmemo_entry_reproduces_its_card_and_predicts_new_posts(mmemo_run
     np.testing.assert_array_equal(out["answered_by"], [6, 1, 2])
     assert out["prediction"].shape == (3, 4)
     np.testing.assert_allclose(np.sum(out["prediction"], axis=1), 1.0, rtol=1e-5)
+    # load attached the shipped vocabularies, so predict takes the posts as they are
+    assert model.vocabularies == {"text": text_vocab, "tags": tags_vocab}
+    got = affect_zoo.predict(model, [r.get("image") for r in records], text=[r.get("text") for r in records],
+                             tags=[r.get("tags") for r in records])
+    assert list(got["answered_by"]) == ["p_all", "p_text", "p_tags"]
+    np.testing.assert_allclose(got["prediction_probs"], out["prediction"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mmemo_entry_exports_through_the_cli_with_text_and_tags_inputs(mmemo_run, tmp_path, capsys):
+    from affect_zoo import cli, export
+
+    cli.main(["export", "tiny_mmemo", str(tmp_path), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    info = export.read_export_info(printed["path"])
+    assert set(info["signatures"]["serving_default"]) == {"images", "text", "tags"}
+    assert printed["outputs"] == info["outputs"] and "answered_by" in info["outputs"]
+    served = tf.saved_model.load(printed["path"]).signatures["serving_default"]
+    out = served(images=tf.constant([b""]), text=tf.constant(["so angry"]), tags=tf.constant([[""]]))
+    assert out["answered_by"].numpy().tolist() == [mmemo.OUTPUT_NAMES.index("p_text")]
 
 
 @pytest.mark.slow

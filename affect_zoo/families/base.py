@@ -1,15 +1,25 @@
 """``Family``: what differs between model families, in one class per family.
 
 A family says how a recipe becomes a network (and what the dataset fixes in it), how a split becomes batches, in
-which stages the network is trained, and which tasks are measured. The training driver (``experiments``), the
-evaluation and the factory (``zoo``) ask the recipe's family and never branch on its name, so a new family is one
-file with one ``@register_family`` class.
+which stages the network is trained, and which tasks are measured; and, for a trained model, what ``predict`` feeds
+it beside the images, which outputs it returns and which signatures an export serves. The training driver
+(``experiments``), the evaluation, the factory (``zoo``), ``predict`` and the export ask the family and never
+branch on its name, so a new family is one file with one ``@register_family`` class.
 """
 import dataclasses
 
+import numpy as np
+import tensorflow as tf
+
 from affect_zoo import data, recipes
+from affect_zoo.imageio.graph import decode_and_resize
 from affect_zoo.models import build_network
-from affect_zoo.tasks import as_tasks
+from affect_zoo.tasks import GraphOps, NumpyOps, as_tasks
+from affect_zoo.tasks import output_names as task_output_names
+
+BYTES_SIGNATURE = "serving_default"
+TENSOR_SIGNATURE = "predict_tensor"
+IMAGES = "images"
 
 _FAMILIES = {}
 
@@ -33,6 +43,17 @@ def get_family(name):
 
 def family_of(recipe):
     return get_family(recipe.model.family)
+
+
+def family_of_model(model):
+    """The family of a built model, told by its network's inputs (a model built by hand has no recipe): the first
+    registered family with ``input_names`` that the network takes all of, else ``multitask`` (one image)."""
+    network = getattr(model, "network", model)
+    names = {getattr(i, "name", "").split(":")[0] for i in network.inputs}
+    for family in _FAMILIES.values():
+        if family.input_names and set(family.input_names) <= names:
+            return family
+    return _FAMILIES["multitask"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +110,84 @@ class Family:
     def evaluation_targets(self, y, rows, every):
         """Targets and row masks of tasks measured beyond the trained ones (none by default)."""
         return y, rows
+
+    # Inference: what a trained model is fed and answers, in ``predict`` (NumPy) and in the export (graphs).
+    #: the network's input names, for a family whose network takes more than one image (None: one image input)
+    input_names = None
+    #: whether ``predict`` accepts None for an image (the model then sees it as absent)
+    image_optional = False
+
+    def attach(self, model, folder):
+        """Give a model what inference needs beyond its weights, from the folder its weights came from (mmemo: the
+        vocabularies shipped beside them). Nothing by default."""
+
+    def prediction_inputs(self, model, count, inputs):
+        """{input: NumPy array [count, ...]} fed beside the images, from ``predict``'s keyword inputs (none here:
+        any is an error naming it)."""
+        if inputs:
+            raise ValueError(f"{model.name}: a {self.name} model takes images only; got {', '.join(sorted(inputs))}")
+        return {}
+
+    def feed(self, images, image_present, inputs):
+        """What the network is called with, from a batch of images, their presence flags and ``inputs`` rows."""
+        return images
+
+    def served_tasks(self, tasks):
+        """The tasks whose named outputs ``predict`` and the export give (the model's tasks by default)."""
+        return list(tasks)
+
+    def extra_outputs(self, outputs, ops, readable=False):
+        """Named outputs beyond the served tasks', from the network's outputs (none by default)."""
+        return {}
+
+    def extra_output_names(self):
+        """Name → meaning of ``extra_outputs``."""
+        return {}
+
+    def output_names(self, tasks):
+        """Every named output the export serves and ``predict`` returns: the served tasks', then the extras."""
+        names = task_output_names(self.served_tasks(tasks))
+        clash = sorted(set(names) & set(self.extra_output_names()))
+        if clash:
+            raise ValueError(f"output name {clash[0]!r} is used by a task and by the {self.name} family")
+        return {**names, **self.extra_output_names()}
+
+    def named_outputs(self, tasks, outputs, ops=NumpyOps, readable=True):
+        """Network outputs (dict name → array or tensor) → the named outputs; in NumPy (``predict``, with each
+        served task's raw output under its name too) or in the graph (``ops=GraphOps``: the signature's)."""
+        out = {}
+        for task in self.served_tasks(tasks):
+            value = outputs[task.name]
+            value = tf.cast(value, tf.float32) if ops.graph else value.astype("float32", copy=False)
+            if not ops.graph:
+                out[task.name] = value
+            out.update(task.handler.output_values(task, value, ops, readable=readable and not ops.graph))
+        out.update(self.extra_outputs(outputs, ops, readable=readable and not ops.graph))
+        return out
+
+    def serving_functions(self, model, tasks, size, max_pixels):
+        """(signature name → concrete function, trackables the graphs use beyond the network's variables, e.g.
+        lookup tables) for a model (or its network): ``serving_default`` takes encoded image bytes,
+        ``predict_tensor`` float32 pixels."""
+        network = getattr(model, "network", model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name=IMAGES)], autograph=False)
+        def predict_tensor(images):
+            return self.named_outputs(tasks, network(images, training=False), GraphOps)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES)], autograph=False)
+        def predict_bytes(images):
+            return predict_tensor(decode_and_resize(images, size, max_pixels))
+
+        return {BYTES_SIGNATURE: predict_bytes.get_concrete_function(),
+                TENSOR_SIGNATURE: predict_tensor.get_concrete_function()}, []
+
+    def signature_inputs(self, size):
+        """Signature → {input: what it holds}, for the export's ``affect_zoo.json``."""
+        return {BYTES_SIGNATURE: {IMAGES: "encoded image bytes, tf.string [None]"},
+                TENSOR_SIGNATURE: {IMAGES: f"float32 [None, {size[0]}, {size[1]}, 3] RGB in [0, 255]"}}
+
+    def warmup_inputs(self, encoded_images, size):
+        """(signature, {input: array}) warmup requests: one bytes request per encoded image, one tensor request."""
+        requests = [(BYTES_SIGNATURE, {IMAGES: np.array([data], dtype=object)}) for data in encoded_images]
+        return requests + [(TENSOR_SIGNATURE, {IMAGES: np.full((1, *size, 3), 127.5, np.float32)})]
