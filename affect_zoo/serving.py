@@ -3,6 +3,7 @@
 ``Client.predict`` sends images to the export's ``serving_default`` signature (or decoded arrays to
 ``predict_tensor``) and returns the signature's named outputs (``affect_zoo.export.output_names``);
 ``affect_zoo.export.decode_outputs`` turns them into the dict keyed by task that ``affect_zoo.predict`` returns.
+For an exported mmemo model it also sends each post's ``text`` and ``tags`` (``predict(images, text=, tags=)``).
 
 REST requests use TF Serving's columnar format (``{"signature_name": …, "inputs": {"images": [{"b64": …}, …]}}``):
 its answer ``{"outputs": {name: batch}}`` is keyed by output name with the batch first, exactly like a gRPC
@@ -24,6 +25,8 @@ from affect_zoo.export import (BYTES_SIGNATURE, INPUT_KEY, TENSOR_SIGNATURE, dec
                                image_size_from_header, imageio, known_format)
 
 PROTOCOLS = ("grpc", "rest")
+IMAGE_PRESENT = "image_present"
+POST_INPUTS = ("text", "tags", IMAGE_PRESENT)  # an mmemo export's inputs beside the images
 # TF Serving's HTTP status for each canonical error code; read backwards to name a REST failure like a gRPC one.
 _HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
@@ -88,7 +91,7 @@ class Client:
         port = self.grpc_port if self.protocol == "grpc" else self.rest_port
         return f"{self.host}:{port}"
 
-    def predict(self, images):
+    def predict(self, images, text=None, tags=None):
         """Named outputs for a batch of images, sent in one request.
 
         With the bytes signature (default) images are paths, encoded bytes or RGB arrays (JPEG-encoded before
@@ -97,15 +100,33 @@ class Client:
         is refused before anything is sent. An image the server cannot decode raises ``ServingError``
         (``INVALID_ARGUMENT``) naming its index and path: the client decodes the batch locally with the serving
         graph's own decoder to find it.
+
+        text, tags: for an exported mmemo model, one entry per post (str or None; a list of str or None), sent as
+        its ``text`` and ``tags`` inputs; an image may then be None (sent as b"", or as zeros marked absent in
+        ``image_present`` for ``predict_tensor``) and ``images`` itself None for text/tags only.
         """
-        items = _as_batch(images)
+        posts = text is not None or tags is not None
+        if images is None and posts:
+            items = [None] * len([text] if isinstance(text, str) else list(text if text is not None else tags))
+        else:
+            items = _as_batch(images)
         if not items:
             raise ValueError("predict() got an empty batch: pass at least one image")
+        extra = _post_inputs(len(items), text, tags) if posts else {}
         if self.signature == TENSOR_SIGNATURE:
-            return self.predict_raw({INPUT_KEY: _stack_arrays(items)})
-        encoded = [encode_for_request(item, i) for i, item in enumerate(items)]
+            if posts:
+                present = np.array([item is not None for item in items], np.float32)
+                shape = next((np.shape(item) for item in items if item is not None), None)
+                if shape is None:
+                    raise ValueError(f"signature {TENSOR_SIGNATURE!r} needs at least one image to know the input "
+                                     f"size; send text-only posts to {BYTES_SIGNATURE!r}")
+                items = [np.zeros(shape, np.float32) if item is None else item for item in items]
+                extra[IMAGE_PRESENT] = present
+            return self.predict_raw({INPUT_KEY: _stack_arrays(items), **extra})
+        encoded = [(b"", "<no image>") if posts and item is None else encode_for_request(item, i)
+                   for i, item in enumerate(items)]
         try:
-            return self.predict_raw({INPUT_KEY: np.array([data for data, _ in encoded], dtype=object)})
+            return self.predict_raw({INPUT_KEY: np.array([data for data, _ in encoded], dtype=object), **extra})
         except ServingError as error:
             if error.code != "INVALID_ARGUMENT":
                 raise
@@ -233,8 +254,10 @@ def _checked_inputs(signature, inputs):
     signature names go to the server as they are."""
     if signature not in (BYTES_SIGNATURE, TENSOR_SIGNATURE):
         return inputs
-    if set(inputs) != {INPUT_KEY}:
-        raise ValueError(f"signature {signature!r} takes one input named {INPUT_KEY!r}; got {sorted(inputs)}")
+    posts = set(inputs) - {INPUT_KEY}
+    if INPUT_KEY not in inputs or posts and not posts <= set(POST_INPUTS):
+        raise ValueError(f"signature {signature!r} takes one input named {INPUT_KEY!r} (an mmemo export also "
+                         f"{', '.join(POST_INPUTS)}); got {sorted(inputs)}")
     value = inputs[INPUT_KEY]
     if signature == BYTES_SIGNATURE:
         is_bytes = value.dtype.kind == "S" or value.dtype == object and all(
@@ -250,8 +273,26 @@ def _checked_inputs(signature, inputs):
     if value.shape[0] == 0:
         raise ValueError(f"signature {signature!r}: input {INPUT_KEY!r} is an empty batch")
     if signature == TENSOR_SIGNATURE:
-        return {INPUT_KEY: value.astype(np.float32, copy=False)}
+        return {**inputs, INPUT_KEY: value.astype(np.float32, copy=False)}
     return inputs
+
+
+def _post_inputs(count, text, tags):
+    """An mmemo export's ``text`` [count] and ``tags`` [count, T] (rows padded with b"") as UTF-8 bytes."""
+    def per_post(values, name):
+        values = [None] * count if values is None else ([values] if isinstance(values, str) else list(values))
+        if len(values) != count:
+            raise ValueError(f"{name} has {len(values)} entries for {count} posts; give one per post (None where a "
+                             f"post has no {name})")
+        return values
+
+    texts = [(t or "").encode("utf-8") for t in per_post(text, "text")]
+    rows = [[g] if isinstance(g, str) else list(g or []) for g in per_post(tags, "tags")]
+    width = max([1, *map(len, rows)])
+    padded = np.full((count, width), b"", dtype=object)
+    for i, row in enumerate(rows):
+        padded[i, :len(row)] = [str(g).encode("utf-8") for g in row]
+    return {"text": np.array(texts, dtype=object), "tags": padded}
 
 
 def _raise_for_undecodable(encoded, error):
@@ -263,6 +304,8 @@ def _raise_for_undecodable(encoded, error):
         raise ServingError("INVALID_ARGUMENT", f"images[{index}] ({encoded[index][1]}) was refused: {error.message}",
                            status=error.status, index=index, item=encoded[index][1]) from error
     for index, (data, name) in enumerate(encoded):
+        if not data:
+            continue  # an mmemo post without an image
         tensor = tf.constant(data)
         if not bool(known_format(tensor)):
             reason = "not a JPEG, PNG, GIF, BMP or WebP file"

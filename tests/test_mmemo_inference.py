@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving_doubles import TASKS, dense_network
+from serving_doubles import TASKS, Backend, GrpcDouble, RestDouble, dense_network
 
 import affect_zoo
 from affect_zoo import export, families, imageio, text
 from affect_zoo.models import mmemo
+from affect_zoo.serving import Client
 from affect_zoo.text import graph as text_graph
 from affect_zoo.training import MultiTaskModel
 
@@ -183,6 +184,23 @@ def test_export_describes_its_inputs_and_warms_every_signature_up(exported):
         out = loaded.signatures[request.predict_log.request.model_spec.signature_name](
             **{k: tf.constant(v) for k, v in inputs.items()})
         np.testing.assert_allclose(out["prediction_probs"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_the_serving_client_sends_posts_and_gets_what_predict_gives(model, exported, protocol):
+    backend = Backend(exported.parent.parent, exported.parent.name)
+    want = affect_zoo.predict(model, POSTS["images"], text=POSTS["text"], tags=POSTS["tags"])
+    with GrpcDouble(backend) as grpc_double, RestDouble(backend) as rest_double:
+        client = Client("127.0.0.1", "tiny_mmemo", grpc_port=grpc_double.port, rest_port=rest_double.port,
+                        protocol=protocol)
+        got = client.predict(POSTS["images"], text=POSTS["text"], tags=POSTS["tags"])
+        text_only = client.predict(None, text=["so angry"])
+        with pytest.raises(ValueError, match=r"tags has 1 entries for 7 posts"):
+            client.predict(POSTS["images"], text=POSTS["text"], tags=[["a"]])
+    np.testing.assert_allclose(got["prediction_probs"], want["prediction_probs"].astype(np.float32), atol=1e-5)
+    names = [*mmemo.OUTPUT_NAMES, None]
+    assert [names[i] for i in got["answered_by"]] == ANSWERED
+    assert text_only["answered_by"].tolist() == [mmemo.OUTPUT_NAMES.index("p_text")]
 
 
 @pytest.mark.slow
