@@ -1,17 +1,21 @@
-"""``predict``: score images with a zoo model through one batched, parallel ``tf.data`` pipeline.
+"""``predict``: score images with a zoo model, decoding each batch of images with one call of a traced graph.
 
-Every image is decoded once, by the image room's graph (``imageio.graph.decode_checked`` then ``resize_for_model``, the
-per-item function of the serving signature and the decoder of training), in a parallel map; arrays go through the
-same ``to_rgb`` and resize. No lock is shared between callers: the pipeline holds no global state, so several
+Every image is decoded once, by the image room's graph (``imageio.graph.decode_and_resize``: ``decode_checked`` then
+``resize_for_model`` per item, the serving signature's input graph and the decoder of training); arrays go through
+the same ``to_rgb`` and resize. No lock is shared between callers: the traced graphs hold no state, so several
 threads may predict at once.
 
-A bad item does not sink the batch. Items that cannot even enter the pipeline (a path that is not a readable
-regular file, an object of another type, an array with NaN, inf, values outside [0, 255] or too many pixels) are
-refused in Python. An item whose graph decode fails is dropped by ``ignore_errors`` and only then looked at again,
-by Pillow's strict decoder (``imageio.decode_image``): it either names the reason (empty, truncated, not an image,
-over ``MAX_PIXELS`` from the header) or, for the formats the graph does not read (TIFF, animated WebP: first
-frame), gives the pixels, which go through the array path. Good images thus cost one decode; only the rare files
-the graph refuses cost a second one.
+Why not ``tf.data``: side by side on 256 Emotion6 JPEGs, a parallel ``tf.data`` map (iterator creation per call, one
+map call per image) ran at 110 img/s and the batch graph at 145 (``benchmarks/predict.py``). The trade-off: decoding
+does not overlap the network (each batch is decoded, then scored), and a batch holding a bad item is decoded a
+second time, item by item, so that only that item drops.
+
+A bad item does not sink the batch. Items that cannot even enter the graph (a path that is not a readable regular
+file, an object of another type, an array with NaN, inf, values outside [0, 255] or too many pixels) are refused
+in Python. An item whose graph decode fails is dropped and only then looked at again, by Pillow's strict decoder
+(``imageio.decode_image``): it either names the reason (empty, truncated, not an image, over ``MAX_PIXELS`` from
+the header) or, for the formats the graph does not read (TIFF, animated WebP: first frame), gives the pixels, which
+go through the array path. Good images thus cost one decode; only the rare files the graph refuses cost more.
 """
 import functools
 import os
@@ -142,23 +146,54 @@ def model_inputs(items, size, errors, batch_size=32, max_pixels=imageio.MAX_PIXE
 
 
 def _batches(sources, size, batch_size, max_pixels):
-    """The pipeline: (index, encoded bytes or b"", pixels or an empty array) → parallel decode + resize → batches
-    of (indices, images); an item whose decode fails is dropped (its index does not come out)."""
-    dataset = (tf.data.Dataset.from_generator(sources, output_signature=_SPEC)
-               .map(_prepare(size, max_pixels), num_parallel_calls=tf.data.AUTOTUNE)
-               .ignore_errors()
-               .batch(batch_size)
-               .prefetch(tf.data.AUTOTUNE)
-               .with_options(_OPTIONS))
-    for indices, batch in dataset:
-        yield indices.numpy(), batch
+    """(index, encoded bytes or b"", pixels or an empty array) items → batches of (indices, images); an item whose
+    decode fails is dropped (its index does not come out). The encoded items of a batch are decoded and resized by
+    one call of a traced graph (the serving signature's: ``decode_and_resize``, items in parallel); when that call
+    refuses an item, the batch's items go one by one through the per-item graph so that only the bad one drops."""
+    chunk = []
+    for item in sources():
+        chunk.append(item)
+        if len(chunk) == batch_size:
+            yield from _prepared(chunk, size, max_pixels)
+            chunk = []
+    if chunk:
+        yield from _prepared(chunk, size, max_pixels)
 
 
-# tf.data's default graph rewrites (fusions, parallelisation) find nothing to do in this pipeline, and optimising
-# the decode graph took 1.4 s of every call's iterator creation.
-_OPTIONS = tf.data.Options()
-_OPTIONS.experimental_optimization.apply_default_optimizations = False
+def _prepared(chunk, size, max_pixels):
+    """Yields the (indices, images) batch of one chunk of items, unless none of them could be prepared."""
+    encoded = [(i, data) for i, data, _ in chunk if data]
+    images = {}
+    if encoded:
+        try:
+            batch = _prepare_batch(size, max_pixels)(tf.constant([data for _, data in encoded]))
+            images.update((i, image) for (i, _), image in zip(encoded, tf.unstack(batch)))
+        except tf.errors.InvalidArgumentError:
+            pass
+    prepare = _prepare(size, max_pixels)
+    for i, data, pixels in chunk:
+        if i in images:
+            continue
+        try:
+            images[i] = prepare(tf.constant(i, tf.int64), tf.constant(data), tf.constant(pixels))[1]
+        except tf.errors.InvalidArgumentError:
+            continue
+    indices = np.asarray([i for i, _, _ in chunk if i in images], np.int64)
+    if len(indices):
+        yield indices, tf.stack([images[i] for i in indices])
+
+
 _SPEC = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([None, None, None], tf.float32))
+
+
+@functools.lru_cache(maxsize=32)
+def _prepare_batch(size, max_pixels):
+    """Encoded images [B] → float32 [B, h, w, 3]: the serving signature's input graph, traced once per input size."""
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def prepare_batch(data):
+        return graph.decode_and_resize(data, size, max_pixels)
+
+    return prepare_batch
 
 
 @functools.lru_cache(maxsize=32)
