@@ -56,7 +56,7 @@ class ImageDecodeError(ValueError):
     """An image that cannot be decoded; `name` says which file (or input) it was."""
 
     def __init__(self, name: str, reason: str):
-        super().__init__(f"cannot decode image {name}: {reason}")
+        super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
 
