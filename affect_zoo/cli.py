@@ -83,24 +83,36 @@ def _existing_file(path, flag):
 def cmd_predict(args):
     """Scores every image; exits 1 (after printing all results) when any image could not be read. A directory,
     fifo or missing path is one of those (its row says why): arguments are images, not folders to walk, so one
-    argument is always one row (pass DIR/*.jpg for a folder's images)."""
+    argument is always one row (pass DIR/*.jpg for a folder's images). A model that takes more than images (an
+    mmemo entry) reads one ``--text`` and/or ``--tags`` per row, in order; with no images, each row is a post of
+    text and tags only. Posts that mix rows with and without an image go through the Python ``predict``."""
     import keras
     import numpy as np
 
     from affect_zoo import inference, zoo
 
+    inputs = _post_inputs(args)
+    rows = len(args.images) or max((len(v) for v in inputs.values()), default=0)
+    if not rows:
+        raise ValueError("predict: give at least one image (or, for an mmemo entry, --text / --tags)")
+    for flag, values in inputs.items():
+        if len(values) != rows:
+            raise ValueError(f"predict: --{flag} given {len(values)} times for {rows} rows; give one per row, in order")
     model = zoo.load(args.name, weights=_existing_file(args.weights, "--weights") or "default")
-    results, bar = [], keras.utils.Progbar(len(args.images), verbose=0 if args.json or len(args.images) < 8 else 1)
-    for start in range(0, len(args.images), args.batch_size):
-        chunk = args.images[start:start + args.batch_size]
+    names = args.images or list(range(rows))  # a row is its image, or (text/tags only) its post number
+    id_field = "image" if args.images else "post"
+    results, bar = [], keras.utils.Progbar(rows, verbose=0 if args.json or rows < 8 else 1)
+    for start in range(0, rows, args.batch_size):
+        chunk = names[start:start + args.batch_size]
         with _stdout_to_stderr():  # Keras' bar prints to stdout, which holds the results
-            out = inference.predict(model, chunk)
+            out = inference.predict(model, chunk if args.images else None, batch_size=args.batch_size,
+                                    **{k: v[start:start + args.batch_size] for k, v in inputs.items()})
             bar.add(len(chunk))
         for i, path in enumerate(chunk):
             if out["errors"][i] is not None:
-                results.append({"image": path, "error": out["errors"][i]})
+                results.append({id_field: path, "error": out["errors"][i]})
                 continue
-            row = {"image": path}
+            row = {id_field: path}
             for key, value in out.items():
                 if key != "errors":
                     row[key] = value[i]
@@ -111,19 +123,31 @@ def cmd_predict(args):
     if args.json:
         _print_json(results)
     for row in [] if args.json else results:
+        name = row["image"] if args.images else f"post {row['post']}"
         if "error" in row:
-            print(f"{row['image']}: ERROR {row['error']}")
+            print(f"{name}: ERROR {row['error']}")
             continue
         parts = []
-        for key, value in row.items():
-            if key == "image" or isinstance(value, dict) or np.ndim(value) > 0:
+        for field, value in row.items():
+            if field in ("image", "post") or isinstance(value, dict) or np.ndim(value) > 0:
                 continue
-            parts.append(f"{key}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{key}={value}")
-            if key.endswith("_label") and isinstance(row.get(key.removesuffix("_label")), dict):  # how sure
-                parts.append(f"{key}_p={row[key.removesuffix('_label')][value]:.3f}")
-        print(f"{row['image']}: {' '.join(parts)}")
+            parts.append(f"{field}={value:.3f}" if isinstance(value, (float, np.floating)) else f"{field}={value}")
+            if field.endswith("_label") and isinstance(row.get(field.removesuffix("_label")), dict):  # how sure
+                parts.append(f"{field}_p={row[field.removesuffix('_label')][value]:.3f}")
+        print(f"{name}: {' '.join(parts)}")
     if any("error" in row for row in results):
         sys.exit(EXIT_FAILED)
+
+
+def _post_inputs(args):
+    """{"text": [...], "tags": [[...], ...]} from the repeated ``--text`` / ``--tags`` flags (tags comma-separated;
+    an empty ``--text ""`` or ``--tags ""`` is a post without it), only the flags given."""
+    inputs = {}
+    if args.text is not None:
+        inputs["text"] = [text or None for text in args.text]
+    if args.tags is not None:
+        inputs["tags"] = [[tag.strip() for tag in value.split(",") if tag.strip()] or None for value in args.tags]
+    return inputs
 
 
 def cmd_gradcam(args):
@@ -391,9 +415,11 @@ def parser():
     s = _command(sub, "predict", "score images", "affect-zoo predict afi_efficientnet_lite0_emotion6 photo.jpg shots/*.png --json",
                  cmd_predict)
     s.add_argument("name", help="entry name (see `affect-zoo list`)")
-    s.add_argument("images", nargs="+", help="image files (one row each; a folder is an error row: pass DIR/*.jpg)")
+    s.add_argument("images", nargs="*", help="image files (one row each; a folder is an error row: pass DIR/*.jpg)")
     s.add_argument("--weights", help="a .weights.h5 file instead of the entry's weights")
     s.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    s.add_argument("--text", action="append", help="mmemo entries: a post's text, once per row in order")
+    s.add_argument("--tags", action="append", help="mmemo entries: a post's tags, comma-separated, once per row")
     _json_flag(s)
     s = _command(sub, "gradcam", "write Grad-CAM overlays (PNG) of images, one per image and task",
                  "affect-zoo gradcam afi_efficientnet_lite0_emotion6 a.jpg b.png --out cams/", cmd_gradcam)

@@ -118,6 +118,12 @@ def test_user_mistakes_are_one_line_errors_with_exit_status_2(tmp_path, capsys):
     assert code == 2 and err.startswith(f"affect-zoo: error: {bad}: unknown key 'colour'") and err.count("\n") == 1
     code, err = _fails(capsys, ["predict", "afi_vgg16_emotion6", "x.jpg", "--weights", str(tmp_path / "no.h5")])
     assert code == 2 and err == f"affect-zoo: error: --weights: no such file: {tmp_path / 'no.h5'}\n"
+    code, err = _fails(capsys, ["predict", "afi_vgg16_emotion6"])
+    assert code == 2 and err == ("affect-zoo: error: predict: give at least one image (or, for an mmemo entry, "
+                                 "--text / --tags)\n")
+    code, err = _fails(capsys, ["predict", "afi_vgg16_emotion6", "a.jpg", "b.jpg", "--text", "one post"])
+    assert code == 2 and err == ("affect-zoo: error: predict: --text given 1 times for 2 rows; give one per row, "
+                                 "in order\n")
     assert "Traceback" not in err
 
 

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import yaml
+from PIL import Image
 from test_semdep import snapshot
 
 import affect_zoo
@@ -265,6 +266,25 @@ def test_loaded_mmemo_entry_reproduces_its_card_and_predicts_new_posts(mmemo_run
                              tags=[r.get("tags") for r in records])
     assert list(got["answered_by"]) == ["p_all", "p_text", "p_tags"]
     np.testing.assert_allclose(got["prediction_probs"], out["prediction"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mmemo_entry_predicts_through_the_cli_with_text_and_tags(mmemo_run, tmp_path, capsys):
+    from affect_zoo import cli
+
+    image = tmp_path / "post.png"
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(image)
+    cli.main(["predict", "tiny_mmemo", str(image), "--text", "what a happy day", "--tags", "beach, sun", "--json"])
+    row, = json.loads(capsys.readouterr().out)
+    want = affect_zoo.predict("tiny_mmemo", [str(image)], text=["what a happy day"], tags=[["beach", "sun"]])
+    assert row["image"] == str(image) and row["answered_by"] == want["answered_by"][0] == "p_all"
+    np.testing.assert_allclose(row["prediction_probs"], want["prediction_probs"][0], atol=1e-6)
+    cli.main(["predict", "tiny_mmemo", "--text", "so angry", "--text", "", "--tags", "", "--tags", "storm", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["post"] for r in rows] == [0, 1]
+    assert [r["answered_by"] for r in rows] == ["p_text", "p_tags"]
+    cli.main(["predict", "tiny_mmemo", "--text", "so angry"])
+    assert capsys.readouterr().out.startswith("post 0: ")
 
 
 @pytest.mark.slow
