@@ -1,5 +1,6 @@
-"""Train an entry from its recipe: what ``affect-zoo train`` runs (measuring is ``affect_zoo.evaluation``'s, whose
-names are re-exported here).
+"""Train an entry from its recipe: what ``affect-zoo train`` runs. Measuring is ``affect_zoo.evaluation``'s (its
+names are re-exported here), the optimizer ``affect_zoo.optimization``'s, and what a run publishes
+``affect_zoo.artifacts``'s.
 
 Training writes, per entry, ``<output_dir>/<name>/``: ``<name>.weights.h5``, ``card.json`` (the recipe's card plus
 the measured test metrics, the trivial baseline measured the same way, and how the weights were produced:
@@ -17,56 +18,28 @@ the weights (``text_vocabulary.txt``, ``tags_vocabulary.txt``, one token per lin
 import contextlib
 import csv
 import dataclasses
-import datetime
 import json
 import os
 import pathlib
-import shutil
-import subprocess
-import sys
 import time
 
-import h5py
 import keras
 import numpy as np
 
-from affect_zoo import files, recipes, registry, zoo
-from affect_zoo.backbones import imagenet_packages
+from affect_zoo import files, registry, zoo
+from affect_zoo.artifacts import entry_bytes, jsonable, refuse_existing_entry, write_entry
 from affect_zoo.evaluation import (evaluate, over_seeds, paired_comparison, pipeline,  # noqa: F401
                                    predictions_and_targets, task_metrics, trivial_baseline)
 from affect_zoo.families import family_of
 from affect_zoo.models import copy_weights_by_name
-from affect_zoo.training import (is_chief, make_strategy, save_weights_atomically, standard_callbacks,
-                                 weights_bytes)
+from affect_zoo.optimization import optimizer_from_recipe
+from affect_zoo.training import is_chief, make_strategy, save_weights_atomically, standard_callbacks
 
 PHASE_DONE = "phase_done.json"
 PHASE_WEIGHTS = "network.weights.h5"
 SEED_DONE = "seed_done.json"
 SEED_WEIGHTS = "network.weights.h5"
 HISTORY = "history.csv"
-FLOAT16_TOLERANCE = 1e-3
-
-
-def optimizer_from_recipe(training, steps_per_epoch):
-    """The recipe's optimizer with its learning-rate schedule (constant, step or cosine, with warm-up)."""
-    spec, schedule = training.optimizer, training.schedule
-    name, rate, kind, epochs = spec.name, float(spec.learning_rate), schedule.name, training.epochs
-    if kind == "step":
-        rate = keras.optimizers.schedules.ExponentialDecay(
-            rate, decay_steps=max(1, schedule.decay_epochs * steps_per_epoch), decay_rate=schedule.decay_rate,
-            staircase=True)
-    elif kind == "cosine":
-        warmup = schedule.warmup_epochs * steps_per_epoch
-        rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else rate, decay_steps=max(1, epochs * steps_per_epoch - warmup),
-            warmup_target=rate if warmup else None, warmup_steps=warmup)
-    elif kind != "constant":
-        raise recipes.RecipeError(f"training.schedule.name: unknown schedule {kind!r} (constant, step, cosine)")
-    optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
-    if name not in optimizers:
-        raise recipes.RecipeError(f"training.optimizer.name: unknown optimizer {name!r} ({', '.join(optimizers)})")
-    extra = {k: getattr(spec, k) for k in ("momentum", "weight_decay") if getattr(spec, k) is not None}
-    return optimizers[name](learning_rate=rate, **extra)
 
 
 def train(recipe_or_path, run_dir=None, data_dir=None, epochs=None, resume=False,
@@ -113,7 +86,7 @@ def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_p
     if earlier and not resume:
         raise FileExistsError(f"{run_dir} holds the state of an earlier run: pass --resume to continue it, or "
                               f"choose another --run-dir (nothing was overwritten)")
-    _refuse_existing_entry(output_dir / name, overwrite_entry)
+    refuse_existing_entry(output_dir / name, overwrite_entry)
     files.check_writable(output_dir)
     splits = recipe.dataset.splits
     test_split = "validation" if splits and "test" not in splits and "validation" in splits else "test"
@@ -134,22 +107,6 @@ def _train_locked(recipe, run_dir, data_dir, epochs, resume, output_dir, steps_p
                               f"command with --resume writes the entry without training again") from None
 
 
-def _refuse_existing_entry(folder, overwrite):
-    """FileExistsError when ``folder`` holds anything (a published entry, or files of someone else's) and
-    ``overwrite`` is not set: training never deletes what it did not write unless told to."""
-    if overwrite or not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return
-    what = ("a published entry (card.json, weights, SHA256SUMS)" if (folder / "card.json").is_file() else
-            "files but no card.json")
-    raise FileExistsError(f"{folder} already holds {what}: pass --overwrite-entry to replace it, or --output-dir "
-                          f"to write elsewhere (nothing was trained or replaced)")
-
-
-def _entry_bytes(model, assets):
-    """About the bytes an entry takes: the network's weights and the asset files (the card is in the margin)."""
-    return weights_bytes(model.network) + sum(len(text.encode("utf-8")) for text in (assets or {}).values())
-
-
 def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir):
     """One training run in ``run_dir`` (resumable); returns the model, what the card's ``produced`` gets, the
     files to ship and the wall time of the finished epochs (summed over resumed processes)."""
@@ -165,7 +122,7 @@ def _run(recipe, run_dir, data_dir, phases, steps_per_epoch, verbose, output_dir
         model, network_options, assets = _model(recipe, data_dir)
         if recipe.init:
             _initialise(model, recipe.init)
-    files.check_free_space(output_dir, _entry_bytes(model, assets))
+    files.check_free_space(output_dir, entry_bytes(model, assets))
     produced = {"network_options": network_options} if network_options else {}
     stages = family_of(recipe).stages(recipe, model.network) if phases else None
     if stages:
@@ -238,7 +195,7 @@ def _run_seeds(recipe, run_dir, data_dir, steps_per_epoch, verbose, test_split, 
                   "validation": evaluate(model, run, split="validation", data_dir=data_dir),
                   test_split: evaluate(model, run, split=test_split, data_dir=data_dir)}
         save_weights_atomically(model.network, folder / SEED_WEIGHTS)
-        files.atomic_write_text(folder / SEED_DONE, json.dumps(record, indent=1, default=_jsonable) + "\n")
+        files.atomic_write_text(folder / SEED_DONE, json.dumps(record, indent=1, default=jsonable) + "\n")
         records[seed] = record
     best = min if select.mode == "min" else max
     shipped = best(seeds, key=lambda s: records[s]["selected"]["value"])
@@ -309,129 +266,3 @@ def _initialise(model, init):
     copied = copy_weights_by_name(source.network, model.network)
     if not copied:
         raise ValueError(f"init {init!r}: no layer of it matches this model by name and shape")
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=pathlib.Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def write_entry(model, recipe, output_dir, measured, baseline, wall_time, split, data_dir, produced=None,
-                assets=None, more_metrics=None, overwrite=False):
-    """Weights + card.json + SHA256SUMS under ``output_dir/<name>/``; returns the card as a dict.
-
-    produced: more of how the weights came about, merged into the card's ``produced`` (``phases``, and
-    ``network_options``, which ``zoo.load`` rebuilds the network with). assets: {filename: text} written beside
-    the weights (mmemo's vocabularies), listed in ``produced.assets`` and in SHA256SUMS. more_metrics: more
-    ``card.metrics`` keys (a multi-seed run's validation figures and its summary over seeds).
-
-    The entry is written whole into a hidden sibling directory and renamed into place (``files.publish_dir``),
-    after a free-space check, so ``output_dir/<name>/`` is either the old entry or the complete new one; an
-    existing entry is replaced only with ``overwrite``. A full or read-only disk is one ``files.DiskError``.
-    """
-    name = recipe.name
-    folder = pathlib.Path(output_dir) / name
-    _refuse_existing_entry(folder, overwrite)
-    files.make_dirs(folder.parent)
-    files.check_free_space(folder.parent, _entry_bytes(model, assets))
-    staged = folder.with_name(f".partial-{os.getpid()}-{name}")
-    shutil.rmtree(staged, ignore_errors=True)
-    try:
-        staged.mkdir()
-        card = _write_entry_files(staged, model, recipe, measured, baseline, wall_time, split, data_dir, produced,
-                                  assets, more_metrics)
-        files.publish_dir(staged, folder, overwrite=overwrite)
-    except OSError as error:
-        if isinstance(error, FileExistsError):
-            raise
-        raise files.disk_error(folder, error) from None
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return card
-
-
-def _write_entry_files(folder, model, recipe, measured, baseline, wall_time, split, data_dir, produced, assets,
-                       more_metrics):
-    name = recipe.name
-    weights_file = folder / f"{name}.weights.h5"
-    model.network.save_weights(str(weights_file))  # the network only: a compiled model's file holds the optimizer
-    stored = _store_dtype(model, recipe, weights_file, measured, split, data_dir)
-    measured = stored.pop("measured")
-    digest = zoo.sha256(weights_file)
-    sums = [f"{digest}  {weights_file.name}"]
-    for filename, text in (assets or {}).items():
-        (folder / filename).write_text(text, encoding="utf-8")
-        sums.append(f"{zoo.sha256(folder / filename)}  {filename}")
-    card = zoo.card_from_recipe(recipe)
-    card.metrics = {split: measured, **(more_metrics or {})}
-    card.baselines = {"train_mean": {split: baseline}}
-    card.weights = {"file": weights_file.name, "sha256": digest, "size_bytes": weights_file.stat().st_size,
-                    "dtype": stored.pop("dtype")}
-    card.produced = {"recipe": f"recipes/{name}.yaml", "commit": _commit(), "wall_time_s": round(wall_time, 1),
-                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "command": " ".join(["affect-zoo"] + sys.argv[1:]) if sys.argv else "",
-                     "data_split": dict(recipe.dataset.splits), "evaluated_on": split,
-                     "epochs": recipe.training.epochs, **(produced or {})}
-    card.produced.update(stored)
-    backbone = recipe.model.backbone
-    if recipe.model.weights == "imagenet" and backbone in imagenet_packages.SOURCES:
-        card.produced["init"] = imagenet_packages.provenance(backbone)
-    if assets:
-        card.produced["assets"] = sorted(assets)
-    (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-    (folder / "card.json").write_text(json.dumps(card.to_dict(), indent=2, default=_jsonable) + "\n")
-    return card.to_dict()
-
-
-def _store_dtype(model, recipe, weights_file, measured, split, data_dir):
-    """Rewrite the weights file in ``model.weights_dtype`` (float16 halves it; loading casts back to float32).
-
-    The card's metrics must be those of the file that ships, so a float16 file is loaded back and measured
-    again; if any metric moves by more than ``FLOAT16_TOLERANCE`` the float32 file is kept instead. Returns
-    ``{"measured", "dtype"}`` and, for float16, ``float16_max_metric_change``.
-    """
-    if recipe.model.weights_dtype == "float32":
-        return {"measured": measured, "dtype": "float32"}
-    full = model.network.get_weights()
-    _cast_h5(weights_file, np.float16)
-    model.network.load_weights(str(weights_file))
-    again = evaluate(model, recipe, split=split, data_dir=data_dir)
-    change = max(abs(again[t][m] - measured[t][m]) for t in measured for m in measured[t]
-                 if np.isfinite(measured[t][m]))
-    if change > FLOAT16_TOLERANCE:
-        model.network.set_weights(full)
-        model.network.save_weights(str(weights_file))
-        return {"measured": measured, "dtype": "float32", "float16_max_metric_change": float(change),
-                "float16_refused": f"a metric moved by {change:.2e} > {FLOAT16_TOLERANCE}"}
-    return {"measured": again, "dtype": "float16", "float16_max_metric_change": float(change)}
-
-
-def _cast_h5(path, dtype):
-    """Every float32 array of a Keras ``.weights.h5`` file cast to ``dtype``, written to a temporary file that
-    then replaces it (a reader never sees half a file)."""
-    tmp = pathlib.Path(str(path) + ".tmp")
-    with h5py.File(path, "r") as source, h5py.File(tmp, "w") as target:
-        def copy(name, item):
-            if isinstance(item, h5py.Group):
-                group = target.require_group(name)
-                group.attrs.update(item.attrs)
-            else:
-                data = item[()]
-                out = target.create_dataset(name, data=data.astype(dtype) if data.dtype == np.float32 else data)
-                out.attrs.update(item.attrs)
-
-        target.attrs.update(source.attrs)
-        source.visititems(copy)
-    os.replace(tmp, path)
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-

@@ -125,7 +125,7 @@ def export_saved_model(model, base_dir, version=1, name=None, overwrite=False, w
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     max_pixels = None if max_pixels is None else int(max_pixels)
     family = family_of_model(model)
-    size = _input_size(network, family)
+    size = family.image_size(network)
     _check_outputs(network, tasks)
     outputs = family.output_names(tasks)  # refuses clashing names before the slow part
     model_dir = pathlib.Path(base_dir) / name
@@ -173,18 +173,6 @@ def _check_outputs(network, tasks):
     if missing:
         raise ValueError(f"model {network.name!r} has no output for task(s) {missing}: it must output a dict keyed "
                          f"by task name; its outputs: {sorted(outputs) or type(network.output).__name__}")
-
-
-def _input_size(network, family):
-    """(H, W) of the network's image input: its only input, or ``image`` for a family with named inputs."""
-    if family.input_names:
-        shape = next((tuple(i.shape) for i in network.inputs if i.name.split(":")[0] == "image"), None)
-    else:
-        shape = tuple(network.inputs[0].shape) if len(network.inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(s, int) for s in shape[1:3]):
-        raise ValueError(f"model {network.name!r} must take one input of shape (batch, H, W, 3) with H and W fixed; "
-                         f"its inputs: {[tuple(i.shape) for i in network.inputs]}")
-    return shape[1], shape[2]
 
 
 def _serving_module(model, family, tasks, size, max_pixels):

@@ -59,7 +59,7 @@ def predict(model_or_name, images=None, batch_size=32, **inputs):
     else:
         items = [images] if _is_one_image(images) else list(images)
     extra = family.prediction_inputs(model, len(items), inputs)
-    size = _input_size(model)
+    size = family.image_size(getattr(model, "network", model))
     errors = [None] * len(items)
     rows, outputs = [], []
     for indices, batch, present in _model_batches(items, family.image_optional, size, errors, batch_size):
@@ -237,13 +237,6 @@ def _is_array(item):
 
 def _name(item, index):
     return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"image {index}"
-
-
-def _input_size(model):
-    network = getattr(model, "network", model)
-    shapes = {i.name.split(":")[0]: tuple(i.shape) for i in network.inputs}
-    shape = shapes["image"] if len(shapes) > 1 else next(iter(shapes.values()))
-    return tuple(shape[1:3])
 
 
 def _is_one_image(images):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import affect_zoo
-from affect_zoo import experiments, recipes, registry
+from affect_zoo import artifacts, experiments, recipes, registry
 
 
 RECIPE = {
@@ -55,7 +55,7 @@ def test_the_shipped_seed_is_best_on_validation_and_reproduces_its_test_metrics(
     shipped = summary["per_seed"][str(summary["shipped_seed"])]  # measured in float32, before the file was halved
     for task, values in card["metrics"]["test"].items():
         for name, value in values.items():
-            assert value == pytest.approx(shipped[task][name], abs=experiments.FLOAT16_TOLERANCE)
+            assert value == pytest.approx(shipped[task][name], abs=artifacts.FLOAT16_TOLERANCE)
     assert set(card["metrics"]["validation"]) == {"valence", "arousal", "emotion"}
     again = experiments.evaluate(affect_zoo.load("tiny_seeds"), registry.load_recipe("tiny_seeds"), split="test",
                                  data_dir=data_dir)
@@ -140,9 +140,9 @@ def test_float16_entry_file_loads_as_float32_and_its_card_measures_that_file(tra
         f.visititems(lambda name, item: dtypes.add(item.dtype) if isinstance(item, h5py.Dataset) else None)
     change = card["produced"]["float16_max_metric_change"]
     if card["weights"]["dtype"] == "float16":
-        assert dtypes == {np.dtype("float16")} and change <= experiments.FLOAT16_TOLERANCE
+        assert dtypes == {np.dtype("float16")} and change <= artifacts.FLOAT16_TOLERANCE
     else:  # refused: the metrics moved too much, the float32 file ships
-        assert dtypes == {np.dtype("float32")} and change > experiments.FLOAT16_TOLERANCE
+        assert dtypes == {np.dtype("float32")} and change > artifacts.FLOAT16_TOLERANCE
     model = affect_zoo.load("tiny_seeds")
     assert {v.dtype for v in model.network.weights} == {"float32"}
 
@@ -153,7 +153,7 @@ def test_cast_h5_keeps_every_array_and_its_layout(tmp_path):
     model.get_layer("d").kernel.assign(np.array([[0.1, 2.0], [-3.25, 1e-3], [65000.0, 0.5]], "float32"))
     path = tmp_path / "m.weights.h5"
     model.save_weights(str(path))
-    experiments._cast_h5(path, np.float16)
+    artifacts.cast_h5(path, np.float16)
     other = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(2, name="d")(inputs)))
     other.load_weights(str(path))
     for a, b in zip(model.get_weights(), other.get_weights(), strict=True):

@@ -92,3 +92,20 @@ def test_mmemo_measures_prediction_on_every_sample_beyond_its_classifiers():
     with pytest.raises(recipes.RecipeError, match="training.phases: only the semdep family trains in phases"):
         family.check(recipe.replace(**{"training.phases": recipes.resolve(json.loads(json.dumps(SEMDEP)))
                                        .training.phases}))
+
+
+def test_the_image_size_is_read_from_the_network_once_for_predict_and_the_export():
+    import keras
+
+    def pooled(*inputs):
+        features = [keras.layers.GlobalAveragePooling2D()(x) if len(x.shape) == 4 else x for x in inputs]
+        return keras.Model(list(inputs), keras.layers.Concatenate()(features) if len(features) > 1 else features[0])
+
+    multitask, mmemo = families.get_family("multitask"), families.get_family("mmemo")
+    assert multitask.image_size(pooled(keras.Input((48, 32, 3)))) == (48, 32)
+    named = pooled(keras.Input((5,), name="text"), keras.Input((40, 24, 3), name="image"))
+    assert mmemo.image_size(named) == (40, 24)
+    with pytest.raises(ValueError, match=r"must take one image input .* its inputs: \[\(None, 5\), \(None, 40, 24, 3\)\]"):
+        multitask.image_size(named)
+    with pytest.raises(ValueError, match=r"H and W fixed; its inputs: \[\(None, None, None, 3\)\]"):
+        multitask.image_size(pooled(keras.Input((None, None, 3))))

@@ -27,7 +27,7 @@ from test_experiments import RECIPE
 from test_zoo import http_root, publish, tiny_weights, zoo_dirs  # noqa: F401 (fixtures)
 
 import affect_zoo
-from affect_zoo import cli, experiments, files, recipes, registry, zoo
+from affect_zoo import artifacts, cli, experiments, files, recipes, registry, zoo
 from affect_zoo.tasks import Task
 from affect_zoo.training import MultiTaskModel, standard_callbacks
 
@@ -336,7 +336,7 @@ def test_the_shipped_entries_are_protected(tmp_path):
 def write_tiny_entry(folder, overwrite=False):
     recipe = recipes.resolve(RECIPE)
     model = zoo.model_from_recipe(recipe)
-    return experiments.write_entry(model, recipe, folder, {}, {}, 0.0, "test", None, overwrite=overwrite)
+    return artifacts.write_entry(model, recipe, folder, {}, {}, 0.0, "test", None, overwrite=overwrite)
 
 
 def test_full_disk_while_writing_an_entry_leaves_no_half_entry(tmp_path, monkeypatch):

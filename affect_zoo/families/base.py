@@ -117,6 +117,18 @@ class Family:
     #: whether ``predict`` accepts None for an image (the model then sees it as absent)
     image_optional = False
 
+    def image_size(self, network):
+        """(H, W) of the network's image input, the one place ``predict`` and the export read it from: the only
+        input, or ``image`` for a family with named inputs; anything else is an error naming the inputs."""
+        if self.input_names:
+            shape = next((tuple(i.shape) for i in network.inputs if i.name.split(":")[0] == "image"), None)
+        else:
+            shape = tuple(network.inputs[0].shape) if len(network.inputs) == 1 else None
+        if shape is None or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(s, int) for s in shape[1:3]):
+            raise ValueError(f"model {network.name!r} must take one image input of shape (batch, H, W, 3) with H "
+                             f"and W fixed; its inputs: {[tuple(i.shape) for i in network.inputs]}")
+        return shape[1], shape[2]
+
     def attach(self, model, folder):
         """Give a model what inference needs beyond its weights, from the folder its weights came from (mmemo: the
         vocabularies shipped beside them). Nothing by default."""
