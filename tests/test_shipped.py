@@ -17,7 +17,7 @@ from conftest import REPO
 import affect_zoo
 from affect_zoo import data, experiments, export, metrics, recipes, zoo
 
-SHIPPED = [f"{method}_efficientnet_lite0_emotion6" for method in ("afi", "single", "hard_share", "cross_stitch",
+SHIPPED = [f"{method}_efficientnet_lite0_emotion6" for method in ("afi", "single", "hard_share", "cross_stitch", "circle",
                                                                   "nddr_linear_s123")]
 AFI = "afi_efficientnet_lite0_emotion6"
 JOY = "emotion6/images/joy/1.jpg"
