@@ -94,6 +94,80 @@ def test_forward_is_the_same_with_recalibration_on_and_off(rng):
         assert np.array_equal(got, want)
 
 
+def gradients_of(layer, x_a, x_e, c_a, c_e, training, in_function=False):
+    """d(Σ c_a·x'_A + Σ c_e·x'_E) with respect to x_a, x_e and the trainable weights, through the training path
+    (fork + hand-written backward pass) or the inference path (TensorFlow's automatic gradient of the formula)."""
+
+    def run(a, e):
+        with tf.GradientTape() as tape:
+            tape.watch([a, e])
+            out_a, out_e = layer([a, e], training=training)
+            loss = tf.reduce_sum(c_a * out_a) + tf.reduce_sum(c_e * out_e)
+        return tape.gradient(loss, [a, e] + [w.value for w in layer.trainable_weights]), out_a, out_e
+
+    run = tf.function(run) if in_function else run
+    grads, out_a, out_e = run(tf.constant(x_a), tf.constant(x_e))
+    return [np.asarray(g) for g in grads], np.asarray(out_a), np.asarray(out_e)
+
+
+@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf_function"])
+@pytest.mark.parametrize("pooling, shared, shape", [
+    *[(pooling, shared, SHAPE) for pooling in ("both", "max", "avg") for shared in (True, False)],
+    ("both", True, (2, 5, 8)), ("both", False, (2, 2, 3, 2, 8)),
+])
+def test_training_backward_pass_equals_the_automatic_gradient_of_the_formula(rng, pooling, shared, shape,
+                                                                              in_function):
+    """The training path's hand-written backward pass against TensorFlow's gradient of the plain ops (the
+    inference path), with ties in the maxima: small integers make many, and one channel is constant."""
+    layer = make_layer(rng, shape, pooling=pooling, shared_directions=shared)
+    x_a, x_e = (rng.integers(-2, 3, size=shape).astype("float32") for _ in range(2))
+    x_a[..., 0] = 1.0  # every position ties for the maximum of channel 0
+    c_a, c_e = (rng.normal(size=shape).astype("float32") for _ in range(2))
+    fast, fast_a, fast_e = gradients_of(layer, x_a, x_e, c_a, c_e, training=True, in_function=in_function)
+    auto, auto_a, auto_e = gradients_of(layer, x_a, x_e, c_a, c_e, training=False, in_function=in_function)
+    rounding = 1e-6 if in_function else 0  # the same forward: bit for bit op by op; Grappler may reorder adds
+    for got, want in ((fast_a, auto_a), (fast_e, auto_e)):
+        np.testing.assert_allclose(got, want, rtol=rounding, atol=rounding)
+    assert len(fast) == len(auto) == 2 + len(layer.trainable_weights)
+    for got, want, name in zip(fast, auto, ["x_a", "x_e"] + [w.name for w in layer.trainable_weights]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_training_backward_pass_matches_central_differences_in_float64(rng):
+    """An independent check of the hand-written gradient: central differences of the loss in float64."""
+    shape = (2, 3, 2, 4)
+    layer = AdaptiveFeatureInteraction(reduction=2, shared_directions=False, dtype="float64")
+    layer.build([shape, shape])
+    layer.set_weights([np.asarray(w) if w.name == "temperature" else rng.normal(scale=0.5, size=w.shape)
+                       for w in layer.weights])
+    x_a, x_e, c_a, c_e = (rng.normal(size=shape) for _ in range(4))
+    grads, _, _ = gradients_of(layer, x_a, x_e, c_a, c_e, training=True)
+
+    def loss(a, e):
+        out_a, out_e = layer([a, e], training=False)
+        return float(np.sum(c_a * np.asarray(out_a)) + np.sum(c_e * np.asarray(out_e)))
+
+    step = 1e-6
+    for which, grad in ((0, grads[0]), (1, grads[1])):
+        for index in [(0, 0, 0, 0), (1, 2, 1, 3), (0, 1, 1, 2)]:
+            plus, minus = [x_a.copy(), x_e.copy()], [x_a.copy(), x_e.copy()]
+            plus[which][index] += step
+            minus[which][index] -= step
+            numeric = (loss(*plus) - loss(*minus)) / (2 * step)
+            assert grad[index] == pytest.approx(numeric, rel=1e-6, abs=1e-8), (which, index)
+    kernel = layer.trainable_weights.index(next(w for w in layer.trainable_weights if w.name == "max_kernel"))
+    original = np.asarray(layer.trainable_weights[kernel])
+    for index in [(0, 0), (5, 1)]:
+        values = []
+        for sign in (1, -1):
+            changed = original.copy()
+            changed[index] += sign * step
+            layer.trainable_weights[kernel].assign(changed)
+            values.append(loss(x_a, x_e))
+        layer.trainable_weights[kernel].assign(original)
+        assert grads[2 + kernel][index] == pytest.approx((values[0] - values[1]) / (2 * step), rel=1e-6, abs=1e-8)
+
+
 # --- gradient recalibration ------------------------------------------------------------------------------
 
 def recalibrated_numpy(g_afi, g_sc, temperature):

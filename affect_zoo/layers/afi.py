@@ -14,17 +14,22 @@ NORM_EPSILON = 1e-12
 POOLINGS = ("both", "max", "avg")
 
 
-def recalibrate_gradient(g_afi, g_sc, temperature):
+def _norm(g):
+    """‖g‖₂ over the whole tensor in float32, as one sum-of-squares kernel (``l2_loss`` = Σg²/2)."""
+    return tf.sqrt(2.0 * tf.nn.l2_loss(tf.cast(g, tf.float32)))
+
+
+def recalibrate_gradient(g_afi, g_sc, temperature, norms=None):
     """Eq. 8: ``g_SC + f``, f = T / (ln(‖g_AFI‖/‖g_SC‖) + 1) · g_AFI if ‖g_AFI‖ > ‖g_SC‖, else g_AFI.
 
     Norms are L2 over the whole tensor, taken in float32 so float16 gradients cannot overflow the sum of
     squares. ‖g_SC‖ = 0 < ‖g_AFI‖ (the branch's own task has no label in the batch, so its shortcut gets no gradient)
     is the formula's limit: ln(‖g_AFI‖/‖g_SC‖) → ∞, so the factor is exactly 0 and the result is g_SC = 0 — not a
     floored ratio (a floor of 1e-12 gives about T/29 at ‖g_AFI‖ ≈ 1). Both norms zero is the "else" case and leaves
-    g_AFI (zero) as is. The logarithm only ever sees positive norms, so no inf or NaN is formed.
+    g_AFI (zero) as is. The logarithm only ever sees positive norms, so no inf or NaN is formed. ``norms``:
+    (‖g_AFI‖, ‖g_SC‖) when the caller has them already (the fork logs them too).
     """
-    norm_afi = tf.norm(tf.cast(g_afi, tf.float32))
-    norm_sc = tf.norm(tf.cast(g_sc, tf.float32))
+    norm_afi, norm_sc = norms if norms is not None else (_norm(g_afi), _norm(g_sc))
     larger = norm_afi > norm_sc
     finite = larger & (norm_sc > 0.0)  # both norms positive: the ratio is finite and > 1
     log_ratio = tf.math.log(tf.where(finite, norm_afi, 1.0)) - tf.math.log(tf.where(finite, norm_sc, 1.0))
@@ -40,19 +45,21 @@ def _forking(recalibrate, temperature, grad_ratio):
     @tf.custom_gradient
     def fork(x_a, x_e):
         def grad(g_sc_a, g_sc_e, g_afi_a, g_afi_e):
-            grad_ratio.assign(tf.stack([_norm_ratio(g_afi_a, g_sc_a), _norm_ratio(g_afi_e, g_sc_e)]))
+            norms_a, norms_e = (_norm(g_afi_a), _norm(g_sc_a)), (_norm(g_afi_e), _norm(g_sc_e))
+            grad_ratio.assign(tf.stack([n_afi / tf.maximum(n_sc, NORM_EPSILON) for n_afi, n_sc in (norms_a, norms_e)]))
             if not recalibrate:
                 return g_sc_a + g_afi_a, g_sc_e + g_afi_e
-            return (recalibrate_gradient(g_afi_a, g_sc_a, temperature),
-                    recalibrate_gradient(g_afi_e, g_sc_e, temperature))
+            return (recalibrate_gradient(g_afi_a, g_sc_a, temperature, norms_a),
+                    recalibrate_gradient(g_afi_e, g_sc_e, temperature, norms_e))
 
         return (x_a, x_e, x_a, x_e), grad
 
     return fork
 
 
-def _norm_ratio(g_afi, g_sc):
-    return tf.norm(tf.cast(g_afi, tf.float32)) / tf.maximum(tf.norm(tf.cast(g_sc, tf.float32)), NORM_EPSILON)
+def _spread(v, rank):
+    """A (batch, channels) tensor shaped to broadcast over the spatial axes of a rank-``rank`` input."""
+    return tf.reshape(v, tf.concat([tf.shape(v)[:1], tf.ones([rank - 2], tf.int32), tf.shape(v)[1:]], 0))
 
 
 @keras.saving.register_keras_serializable(package="affect_zoo")
@@ -137,36 +144,109 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
         self.w_self_mean = keras.Variable(tf.zeros([2]), trainable=False, name="w_self_mean",
                                           synchronization="on_read", aggregation="mean")
 
-    def _self_weights(self, x_a, x_e):
-        """w_self of each direction, (batch, channels): eqs 3–5, averaged over the poolings.
+    def _params(self, dtype):
+        """Per pooling: (kernel, bias, [U − V per direction]) as tensors of ``dtype`` (only U − V enters eq. 4's
+        closed form)."""
+        return [(ops.cast(kernel, dtype), ops.cast(bias, dtype), [ops.cast(u - v, dtype) for u, v in heads])
+                for _, kernel, bias, heads in self._branches]
 
-        Weights are cast to the inputs' dtype so that this also runs outside ``__call__``'s autocast
-        (``interaction_weights`` under a mixed-precision policy).
-        """
+    def _pooled(self, x_a, x_e):
+        """Per pooling: (d_A, d_E), the global max or average over every axis between batch and channels."""
         axes = tuple(range(1, len(x_a.shape) - 1))
+        pools = [ops.max if pooling == "max" else ops.mean for pooling, *_ in self._branches]
+        return [(pool(x_a, axis=axes), pool(x_e, axis=axes)) for pool in pools]
+
+    def _weights_from(self, pooled, params):
+        """w_self of each direction, (batch, channels), from the pooled vectors: eqs 3–5, averaged over the
+        poolings."""
         per_pooling = []
-        for pooling, kernel, bias, heads in self._branches:
-            pool = ops.max if pooling == "max" else ops.mean
-            pooled = ops.concatenate([pool(x_a, axis=axes), pool(x_e, axis=axes)], axis=-1)
-            dtype = pooled.dtype
-            hidden = ops.relu(ops.matmul(pooled, ops.cast(kernel, dtype)) + ops.cast(bias, dtype))
-            per_pooling.append([ops.sigmoid(ops.matmul(hidden, ops.cast(u - v, dtype))) for u, v in heads])
+        for (d_a, d_e), (kernel, bias, deltas) in zip(pooled, params):
+            hidden = ops.relu(ops.matmul(ops.concatenate([d_a, d_e], axis=-1), kernel) + bias)
+            per_pooling.append([ops.sigmoid(ops.matmul(hidden, delta)) for delta in deltas])
         weights = [sum(ws) / len(ws) for ws in zip(*per_pooling)]
         return (weights[0], weights[0]) if self.shared_directions else tuple(weights)
 
+    def _self_weights(self, x_a, x_e):
+        """w_self of each direction from the inputs. Weights are cast to the inputs' dtype so that this also runs
+        outside ``__call__``'s autocast (``interaction_weights`` under a mixed-precision policy)."""
+        return self._weights_from(self._pooled(x_a, x_e), self._params(x_a.dtype))
+
     def call(self, inputs, training=None):
         x_a, x_e = split_pair(self, inputs, min_rank=3)
-        if training:
-            fork = _forking(self.recalibrate, ops.convert_to_tensor(self.temperature), self.grad_ratio)
-            shortcut_a, shortcut_e, x_a, x_e = fork(x_a, x_e)
-        else:
-            shortcut_a, shortcut_e = x_a, x_e
-        spatial = tuple(range(1, len(x_a.shape) - 1))
-        w_self = self._self_weights(x_a, x_e)
-        if training:
-            self.w_self_mean.assign(tf.stack([tf.reduce_mean(tf.cast(w, tf.float32)) for w in w_self]))
-        w_a, w_e = (ops.expand_dims(w, spatial) for w in w_self)
-        return [x_e + w_a * (x_a - x_e) + shortcut_a, x_a + w_e * (x_e - x_a) + shortcut_e]
+        if not training:
+            spatial = tuple(range(1, len(x_a.shape) - 1))
+            w_a, w_e = (ops.expand_dims(w, spatial) for w in self._self_weights(x_a, x_e))
+            return [x_e + w_a * (x_a - x_e) + x_a, x_a + w_e * (x_e - x_a) + x_e]
+        fork = _forking(self.recalibrate, ops.convert_to_tensor(self.temperature), self.grad_ratio)
+        shortcut_a, shortcut_e, x_a, x_e = fork(x_a, x_e)
+        mixed_a, mixed_e, w_a, w_e = self._module(x_a, x_e)
+        self.w_self_mean.assign(tf.stack([tf.reduce_mean(tf.cast(w, tf.float32)) for w in (w_a, w_e)]))
+        return [mixed_a + shortcut_a, mixed_e + shortcut_e]
+
+    def _module(self, x_a, x_e):
+        """(x̂_A, x̂_E, w_self_A, w_self_E) with a hand-written backward pass, for training.
+
+        The forward values are the inference path's bit for bit when run op by op (x_a − w·d equals
+        x_a + w·(x_e − x_a) exactly); in a ``tf.function`` Grappler may reassociate the adds of either, a rounding
+        difference.
+        TensorFlow's automatic backward pass of the same ops makes about twice as many passes over the feature
+        maps: each op's gradient is its own kernel, ``reduce_max``'s spreads ties with four more, and the
+        contributions are summed in separate adds. Here the maps are read a fixed few times: the mix gives
+        g_x_A = g_E + P and g_x_E = g_A − P with P = w_A·g_A − w_E·g_E, and Σ_spatial g·d for the weights; the small
+        weight branch (pooled vectors → w) is differentiated by a tape over its recomputed forward; each pooled
+        vector's gradient is spread back (avg: uniformly; max: split evenly between tied maxima, as
+        ``reduce_max``'s own gradient). ``tests/test_afi.py`` checks it against the automatic gradient."""
+        params = self._params(x_a.dtype)
+        layout = [len(deltas) for _, _, deltas in params]
+        flat = [t for kernel, bias, deltas in params for t in (kernel, bias, *deltas)]
+        poolings = [pooling for pooling, *_ in self._branches]
+        rank = len(x_a.shape)
+        axes = list(range(1, rank - 1))
+
+        def regroup(tensors):
+            grouped, k = [], 0
+            for count in layout:
+                grouped.append((tensors[k], tensors[k + 1], list(tensors[k + 2:k + 2 + count])))
+                k += 2 + count
+            return grouped
+
+        @tf.custom_gradient
+        def module(x_a, x_e, *flat):
+            pooled = self._pooled(x_a, x_e)
+            w_a, w_e = self._weights_from(pooled, regroup(flat))
+            d = x_a - x_e
+            wd_a = _spread(w_a, rank) * d
+            wd_e = wd_a if self.shared_directions else _spread(w_e, rank) * d
+
+            def grad(g_a, g_e, *_):
+                if self.shared_directions:
+                    g_diff = g_a - g_e
+                    g_w = [tf.reduce_sum(g_diff * d, axes)]
+                    p = _spread(w_a, rank) * g_diff
+                else:
+                    g_w = [tf.reduce_sum(g_a * d, axes), -tf.reduce_sum(g_e * d, axes)]
+                    p = _spread(w_a, rank) * g_a - _spread(w_e, rank) * g_e
+                g_x = [g_e + p, g_a - p]
+                vectors = [v for pair in pooled for v in pair]
+                with tf.GradientTape() as tape:
+                    tape.watch(vectors + list(flat))
+                    again = self._weights_from(list(zip(vectors[::2], vectors[1::2])), regroup(flat))
+                grads = tape.gradient(list(again[:len(g_w)]), vectors + list(flat), output_gradients=g_w,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                size = tf.cast(tf.reduce_prod(tf.shape(x_a)[1:-1]), x_a.dtype)
+                for k, pooling in enumerate(poolings):
+                    for side, x in enumerate((x_a, x_e)):
+                        g_pooled = grads[2 * k + side]
+                        if pooling == "max":
+                            hit = tf.cast(tf.equal(x, _spread(pooled[k][side], rank)), x.dtype)
+                            g_x[side] += hit * _spread(g_pooled / tf.reduce_sum(hit, axes), rank)
+                        else:
+                            g_x[side] += _spread(g_pooled / size, rank)
+                return (*g_x, *grads[len(vectors):])
+
+            return (x_e + wd_a, x_a - wd_e, w_a, w_e), grad
+
+        return module(x_a, x_e, *flat)
 
     def training_stats(self):
         """What the trainer logs for this site: ‖g_AFI‖/‖g_SC‖ of each branch at the last backward pass through
