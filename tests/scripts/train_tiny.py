@@ -1,7 +1,8 @@
 """Trains a tiny two-task model; run as a subprocess by the distribution and resume tests.
 
-usage: train_tiny.py MODE OUT [--epochs N] [--run-dir D] [--kill-at EPOCH] [--balancer NAME]
-MODE: single | mirrored-compare | worker. Writes the final weights to OUT (npz) and, with --run-dir, the epochs
+usage: train_tiny.py MODE OUT [--epochs N] [--run-dir D] [--kill-at EPOCH] [--balancer NAME] [--network afi]
+MODE: single | mirrored-compare | worker. --network afi: two conv branches joined by an AFI site (its hand-written
+backward pass, no recalibration) instead of one shared conv. Writes the final weights to OUT (npz) and, with --run-dir, the epochs
 it ran to OUT + ".epochs".
 """
 import argparse
@@ -16,6 +17,7 @@ parser.add_argument("--epochs", type=int, default=1)
 parser.add_argument("--run-dir")
 parser.add_argument("--kill-at", type=int)
 parser.add_argument("--balancer", default="uncertainty")
+parser.add_argument("--network", choices=["conv", "afi"], default="conv")
 args = parser.parse_args()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +30,7 @@ if args.mode == "mirrored-compare":
 
 import keras  # noqa: E402
 
+from affect_zoo.layers import AdaptiveFeatureInteraction  # noqa: E402
 from affect_zoo.tasks import Task  # noqa: E402
 from affect_zoo.training import MultiTaskModel, make_strategy, standard_callbacks  # noqa: E402
 
@@ -45,6 +48,14 @@ def data():
 def build(balancer):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8, 8, 3))
+    if args.network == "afi":
+        branches = [keras.layers.Conv2D(4, 3, activation="relu", name=f"conv_{b}")(inputs) for b in "ae"]
+        branches = AdaptiveFeatureInteraction(reduction=2, name="afi")(branches)
+        pooled = [keras.layers.GlobalAveragePooling2D()(h) for h in branches]
+        outputs = {"va": TASKS[1].head(pooled[0]), "emotion": TASKS[0].head(pooled[1])}
+        model = MultiTaskModel(keras.Model(inputs, outputs), tasks=TASKS, balancer=balancer)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        return model
     h = keras.layers.Conv2D(4, 3, activation="relu", name="shared_conv")(inputs)
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = MultiTaskModel(keras.Model(inputs, {t.name: t.head(h) for t in TASKS}), tasks=TASKS,
@@ -87,13 +98,14 @@ if args.mode == "single":
     model = fit(make_strategy("default"), args.epochs, callbacks)
     np.savez(args.out, **weights(model))
 elif args.mode == "mirrored-compare":
+    initial = weights(build(args.balancer))
     single = weights(fit(make_strategy("default"), args.epochs))
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     mirrored_strategy = make_strategy("mirrored", devices=cpus)
     assert mirrored_strategy.num_replicas_in_sync == 2, cpus
     mirrored = weights(fit(mirrored_strategy, args.epochs))
     np.savez(args.out, **{"single/" + k: v for k, v in single.items()},
-             **{"mirrored/" + k: v for k, v in mirrored.items()})
+             **{"mirrored/" + k: v for k, v in mirrored.items()}, **{"initial/" + k: v for k, v in initial.items()})
 elif args.mode == "worker":
     strategy = make_strategy("multiworker")
     model = fit(strategy, args.epochs)
