@@ -189,7 +189,7 @@ class AdaptiveFeatureInteraction(keras.layers.Layer):
         The forward values are the inference path's bit for bit when run op by op (x_a − w·d equals
         x_a + w·(x_e − x_a) exactly); in a ``tf.function`` Grappler may reassociate the adds of either, a rounding
         difference.
-        TensorFlow's automatic backward pass of the same ops makes about twice as many passes over the feature
+        TensorFlow's automatic backward pass of the same ops makes more passes over the feature
         maps: each op's gradient is its own kernel, ``reduce_max``'s spreads ties with four more, and the
         contributions are summed in separate adds. Here the maps are read a fixed few times: the mix gives
         g_x_A = g_E + P and g_x_E = g_A − P with P = w_A·g_A − w_E·g_E, and Σ_spatial g·d for the weights; the small
